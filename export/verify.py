@@ -1,0 +1,117 @@
+"""Self-check: the ONNX model in onnxruntime against Grad-CAM computed in TensorFlow.
+
+The reference is written independently of `export.wrap`: the keras.io recipe (one eager
+GradientTape per image over the whole model, Keras' own `preprocess_input`), so it checks
+the wrapper's logic and the conversion at once.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import onnxruntime
+import tensorflow as tf
+
+from export import contract
+from export.errors import ExportError
+
+MAX_RELATIVE_ERROR = 1e-4
+
+
+def reference_outputs(
+    model: keras.Model, layer: str, preprocessing: str, score: str,
+    images: np.ndarray, class_index: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Every contract output, computed per image with an eager GradientTape."""
+    grad_model = keras.Model(model.input, [model.get_layer(layer).output, model.output])
+    rows: dict[str, list[np.ndarray]] = {name: [] for name in contract.OUTPUTS}
+    for image, wanted in zip(images, class_index):
+        pixels = image[None].astype(np.float32)
+        if preprocessing != "none":
+            pixels = keras.applications.imagenet_utils.preprocess_input(pixels, mode=preprocessing)
+        with tf.GradientTape(persistent=True) as tape:
+            feature_maps, logits = grad_model(pixels, training=False)
+            probabilities = tf.nn.softmax(logits)
+            targets = probabilities if score == "probability" else logits
+            ranked = np.argsort(-logits.numpy()[0], kind="stable")
+            classes = np.where(wanted < 0, ranked[: len(wanted)], wanted)
+            class_scores = [targets[0, c] for c in classes]
+        gradients = np.stack([tape.gradient(s, feature_maps).numpy()[0] for s in class_scores])
+        del tape
+        maps = feature_maps.numpy()[0]
+        pooled = gradients.mean(axis=(1, 2))
+        rows[contract.OUTPUT_PROBABILITIES].append(probabilities.numpy()[0])
+        rows[contract.OUTPUT_EXPLAINED_CLASS].append(classes.astype(np.int64))
+        rows[contract.OUTPUT_SCORE].append(targets.numpy()[0, classes])
+        rows[contract.OUTPUT_FEATURE_MAPS].append(maps)
+        rows[contract.OUTPUT_GRADIENTS].append(gradients)
+        rows[contract.OUTPUT_POOLED_GRADIENTS].append(pooled)
+        rows[contract.OUTPUT_CAM].append(np.maximum(np.einsum("kc,hwc->khw", pooled, maps), 0))
+    return {name: np.stack(values) for name, values in rows.items()}
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """‖a − b‖ / ‖b‖ (absolute ‖a − b‖ where ‖b‖ is 0, e.g. an all-zero map)."""
+    difference = float(np.linalg.norm(actual.astype(np.float64) - expected.astype(np.float64)))
+    norm = float(np.linalg.norm(expected.astype(np.float64)))
+    return difference / norm if norm > 0 else difference
+
+
+def self_check_cases(classes: int, input_size: tuple[int, int], seed: int = 0):
+    """Random 0..255 images with mixed given / -1 class indices, at two batch shapes."""
+    rng = np.random.default_rng(seed)
+    height, width = input_size
+    given = rng.integers(0, classes, size=5)
+    four = rng.uniform(0, 255, (4, height, width, 3)).astype(np.float32)
+    four_index = np.array(
+        [[-1, given[0], -1], [given[1], -1, -1], [-1, -1, given[2]], [given[3], given[4], -1]], np.int64
+    )
+    one = rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32)
+    return [(four, four_index[:, : min(3, classes)]), (one, np.array([[-1]], np.int64))]
+
+
+def self_check(
+    onnx_bytes: bytes, model: keras.Model, layer: str, preprocessing: str, score: str,
+    input_size: tuple[int, int],
+) -> dict[str, dict[str, float]]:
+    """Compare every output; return {output: {max_abs, relative}}; raise above the limit."""
+    try:
+        session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    except Exception as error:
+        raise ExportError(f"onnxruntime cannot load the converted model: {_one_line(error)}") from None
+    classes = int(model.output.shape[-1])
+    figures: dict[str, dict[str, float]] = {}
+    for images, class_index in self_check_cases(classes, input_size):
+        try:
+            names = [output.name for output in session.get_outputs()]
+            values = session.run(names, {contract.INPUT_IMAGE: images, contract.INPUT_CLASS_INDEX: class_index})
+        except Exception as error:
+            raise ExportError(f"onnxruntime cannot run the converted model: {_one_line(error)}") from None
+        actual = dict(zip(names, values))
+        expected = reference_outputs(model, layer, preprocessing, score, images, class_index)
+        if not np.array_equal(actual[contract.OUTPUT_EXPLAINED_CLASS], expected[contract.OUTPUT_EXPLAINED_CLASS]):
+            raise ExportError(
+                f"self-check failed: ONNX explains classes {actual[contract.OUTPUT_EXPLAINED_CLASS].tolist()}, "
+                f"TensorFlow {expected[contract.OUTPUT_EXPLAINED_CLASS].tolist()}"
+            )
+        for name in contract.OUTPUTS:
+            if actual[name].shape != expected[name].shape:
+                raise ExportError(
+                    f"self-check failed: {name} has shape {actual[name].shape}, TensorFlow {expected[name].shape}"
+                )
+            previous = figures.get(name, {"max_abs": 0.0, "relative": 0.0})
+            figures[name] = {
+                "max_abs": max(previous["max_abs"], float(np.max(np.abs(actual[name] - expected[name])))),
+                "relative": max(previous["relative"], relative_error(actual[name], expected[name])),
+            }
+    worst = max(figures, key=lambda name: figures[name]["relative"])
+    if not figures[worst]["relative"] <= MAX_RELATIVE_ERROR:  # also catches NaN
+        raise ExportError(
+            f"self-check failed: {worst} differs from TensorFlow by {figures[worst]['relative']:.2e} "
+            f"relative (limit {MAX_RELATIVE_ERROR:.0e}); the file was not written"
+        )
+    return figures
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]

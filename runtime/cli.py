@@ -1,0 +1,238 @@
+"""python -m runtime: image files and folders in; overlays, heatmaps and a report out."""
+
+import argparse
+import json
+import os
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from .errors import ModelError, UsageError, one_line
+from .explainer import DEVICES, Explainer
+from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from .methods import METHODS
+from .render import save_npy, save_png
+from .results import Explanation
+
+EXIT_OK = 0
+EXIT_IMAGE_FAILED = 1
+EXIT_CANNOT_START = 2
+EXIT_INTERRUPTED = 130
+PROGRESS_MIN_IMAGES = 4
+
+EPILOG = f"""\
+outputs, per image and explained class:
+  OUT/<image stem>_<rank>_<label>_overlay.png   JET heatmap * 0.4 + image
+  OUT/<image stem>_<rank>_<label>_heatmap.npy   float32 [H, W], 0..1, original size
+exit codes:
+  {EXIT_OK}  every image succeeded
+  {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
+  {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model,
+     CUDA unavailable, class index or top-k out of range
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_CANNOT_START, f"onnxcam: arguments: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="onnxcam",
+        description="Grad-CAM heatmaps and top-k predictions from an onnxcam .onnx model.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "inputs", nargs="+", metavar="IMAGE", help="image files, or folders to search for them"
+    )
+    parser.add_argument("--model", required=True, help="the .onnx file written by python -m export.build")
+    parser.add_argument("--out", default="out", help="output folder (default: out)")
+    parser.add_argument("--top-k", type=int, help="predictions to report and explain (default: 3)")
+    parser.add_argument(
+        "--class",
+        dest="class_index",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="N",
+        help="explain these class indices instead of the top-k",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="auto = CUDA when available (default)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="images per model run (default: 8)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse larger images (default: {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. Never lets a traceback out."""
+    warnings.showwarning = _warning_on_one_line
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else EXIT_CANNOT_START
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        _report("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # the last guard: one line, never a traceback
+        _report(f"unexpected error: {type(error).__name__}: {one_line(error)}")
+        return EXIT_CANNOT_START
+
+
+def run(args: argparse.Namespace) -> int:
+    sources, empty_folders = collect_images(args.inputs)
+    try:
+        explainer = Explainer(args.model, args.device, args.batch_size, args.max_pixels, args.method)
+        top_k = args.top_k if args.top_k is not None else min(3, explainer.card.num_classes)
+        outcomes = explainer.explain_each(sources, top_k, args.class_index)
+        os.makedirs(args.out, exist_ok=True)
+    except (ModelError, UsageError) as error:
+        _report(str(error))
+        return EXIT_CANNOT_START
+    except OSError as error:
+        _report(f"{args.out}: cannot create the output folder ({error.strerror or one_line(error)})")
+        return EXIT_CANNOT_START
+    card = explainer.card
+    _report(f"{args.model}: {card.model}, layer {card.layer}, {args.method} on {explainer.provider}")
+    failures = len(empty_folders)
+    for folder in empty_folders:
+        _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+    stems = output_stems(sources)
+    show_progress = len(sources) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
+    with tqdm(total=len(sources), unit="image", file=sys.stderr, disable=not show_progress) as progress:
+        try:
+            for outcome in outcomes:
+                progress.update()
+                if outcome.error is not None:
+                    _report(str(outcome.error))
+                    failures += 1
+                    continue
+                try:
+                    files = write_outputs(outcome.explanation, args.out, stems[outcome.source])
+                except OSError as error:
+                    _report(f"{outcome.source}: cannot write outputs ({one_line(error)})")
+                    failures += 1
+                    continue
+                tqdm.write(format_result(outcome.explanation, files, args.json), file=sys.stdout)
+        except Exception as error:  # e.g. onnxruntime failing part way: the run stops, one line
+            _report(f"{args.model}: run failed ({type(error).__name__}: {one_line(error)})")
+            return EXIT_IMAGE_FAILED
+    return EXIT_IMAGE_FAILED if failures else EXIT_OK
+
+
+def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Files as given; folders walked (sorted, hidden entries skipped) for image suffixes.
+    Returns the images and the folders that held none."""
+    images, empty_folders = [], []
+    for argument in arguments:
+        if not os.path.isdir(argument):
+            images.append(argument)
+            continue
+        found = []
+        for folder, subfolders, files in os.walk(argument):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            found += [
+                os.path.join(folder, name)
+                for name in files
+                if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+            ]
+        images += sorted(found)
+        if not found:
+            empty_folders.append(argument)
+    return images, empty_folders
+
+
+def output_stems(sources: Sequence[str]) -> dict[str, str]:
+    """Each source's file stem; different files with the same stem get -2, -3, ... so that no
+    output overwrites another."""
+    stems: dict[str, str] = {}
+    taken: set[str] = set()
+    for source in sources:
+        if source in stems:
+            continue
+        base = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "image"
+        stem, count = base, 1
+        while stem in taken:
+            count += 1
+            stem = f"{base}-{count}"
+        stems[source] = stem
+        taken.add(stem)
+    return stems
+
+
+def safe_label(label: str, class_index: int) -> str:
+    """A label usable in a file name: letters, digits, '.', '-', '_' only."""
+    return re.sub(r"[^\w.-]+", "_", label, flags=re.ASCII).strip("._")[:64] or f"class{class_index}"
+
+
+def write_outputs(explanation: Explanation, out: str, stem: str) -> list[tuple[str, str]]:
+    """Write each map's overlay PNG and heatmap .npy; returns their (overlay, heatmap) paths."""
+    files = []
+    for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
+        prefix = os.path.join(
+            out, f"{stem}_{class_map.rank}_{safe_label(class_map.label, class_map.class_index)}"
+        )
+        overlay_path, heatmap_path = f"{prefix}_overlay.png", f"{prefix}_heatmap.npy"
+        save_png(overlay_path, overlay)
+        save_npy(heatmap_path, class_map.heatmap)
+        files.append((overlay_path, heatmap_path))
+    return files
+
+
+def format_result(explanation: Explanation, files: list[tuple[str, str]], as_json: bool) -> str:
+    """One JSON line, or a short table."""
+    if as_json:
+        return json.dumps(
+            {
+                "image": explanation.source,
+                "predictions": [
+                    {"index": p.index, "label": p.label, "probability": p.probability}
+                    for p in explanation.predictions
+                ],
+                "maps": [
+                    {
+                        "class_index": m.class_index,
+                        "label": m.label,
+                        "overlay": overlay,
+                        "heatmap": heatmap,
+                        "peak": list(m.peak),
+                    }
+                    for m, (overlay, heatmap) in zip(explanation.maps, files, strict=True)
+                ],
+            }
+        )
+    width = max(len(p.label) for p in explanation.predictions + tuple(explanation.maps))
+    lines = [explanation.source]
+    lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in explanation.predictions]
+    lines += [
+        f"  map #{m.rank} {m.label:<{width}}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}"
+        for m, (overlay, _) in zip(explanation.maps, files, strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def _report(message: str) -> None:
+    tqdm.write(f"onnxcam: {message}", file=sys.stderr)
+
+
+def _warning_on_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    _report(f"warning: {one_line(message)}")

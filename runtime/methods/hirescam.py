@@ -1,0 +1,13 @@
+"""HiResCAM (Draelos & Carin, 2020): ReLU(sum_c g * A_c), position by position."""
+
+import numpy as np
+
+from .. import contract
+from .base import Outputs, WeightedCam
+
+
+class HiResCam(WeightedCam):
+    name = "hirescam"
+
+    def cam_weights(self, outputs: Outputs) -> np.ndarray:
+        return outputs[contract.OUTPUT_GRADIENTS]

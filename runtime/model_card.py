@@ -1,0 +1,144 @@
+"""Reads and checks the metadata an onnxcam `.onnx` file carries, into a small frozen record.
+
+The runtime reads metadata through onnxruntime (`custom_metadata_map`), so it never needs the
+`onnx` package.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from . import contract
+from .errors import ModelError
+
+EXPORT_HINT = "export one with python -m export.build"
+JSON_OBJECT_KEYS = (contract.META_WEIGHTS, contract.META_VERSIONS, contract.META_SELF_CHECK)
+TEXT_KEYS = (
+    contract.META_MODEL,
+    contract.META_PREPROCESSING,
+    contract.META_LAYER,
+    contract.META_SCORE,
+)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the model says about itself."""
+
+    path: str
+    model: str
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]  # (height, width)
+    preprocessing: str  # done inside the graph; informational
+    layer: str  # the layer whose output is feature_maps
+    score: str  # logit | probability
+    weights: dict[str, Any]
+    versions: dict[str, Any]
+    self_check: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def read_model_card(path: str, session: ort.InferenceSession) -> ModelCard:
+    """Check that `session` holds an onnxcam model and return its card; ModelError if not."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    if contract.META_FORMAT not in metadata:
+        raise ModelError(f"{path}: not an onnxcam model (no {contract.META_FORMAT} metadata); {EXPORT_HINT}")
+    if metadata[contract.META_FORMAT] != contract.FORMAT:
+        raise ModelError(
+            f"{path}: unsupported format {metadata[contract.META_FORMAT]!r} "
+            f"(this runtime reads {contract.FORMAT}); {EXPORT_HINT}"
+        )
+    missing = [key for key in contract.METADATA if key not in metadata]
+    if missing:
+        raise ModelError(f"{path}: not a complete onnxcam model (missing metadata {', '.join(missing)})")
+    card = ModelCard(
+        path=path,
+        labels=_labels(path, metadata),
+        input_size=_input_size(path, metadata),
+        **{_field(key): _text(path, metadata, key) for key in TEXT_KEYS},
+        **{_field(key): _json_object(path, metadata, key) for key in JSON_OBJECT_KEYS},
+    )
+    _check_signature(card, session)
+    return card
+
+
+def _field(key: str) -> str:
+    return key.removeprefix("onnxcam.")
+
+
+def _json(path: str, metadata: dict[str, str], key: str) -> Any:
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: metadata {key} is not valid JSON") from None
+
+
+def _text(path: str, metadata: dict[str, str], key: str) -> str:
+    if not metadata[key].strip():
+        raise ModelError(f"{path}: metadata {key} is empty")
+    return metadata[key]
+
+
+def _json_object(path: str, metadata: dict[str, str], key: str) -> dict[str, Any]:
+    value = _json(path, metadata, key)
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: metadata {key} must be a JSON object")
+    return value
+
+
+def _labels(path: str, metadata: dict[str, str]) -> tuple[str, ...]:
+    labels = _json(path, metadata, contract.META_LABELS)
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelError(f"{path}: metadata {contract.META_LABELS} must be a non-empty JSON list of strings")
+    return tuple(labels)
+
+
+def _input_size(path: str, metadata: dict[str, str]) -> tuple[int, int]:
+    size = _json(path, metadata, contract.META_INPUT_SIZE)
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in size)
+    ):
+        raise ModelError(f"{path}: metadata {contract.META_INPUT_SIZE} must be a JSON list [height, width]")
+    return size[0], size[1]
+
+
+def _check_signature(card: ModelCard, session: ort.InferenceSession) -> None:
+    """The graph's inputs and outputs must be those the contract names, with matching sizes."""
+    inputs = {node.name: node for node in session.get_inputs()}
+    outputs = {node.name: node for node in session.get_outputs()}
+    expected_inputs = (contract.INPUT_IMAGE, contract.INPUT_CLASS_INDEX)
+    missing = [name for name in expected_inputs if name not in inputs]
+    missing += [name for name in contract.OUTPUTS if name not in outputs]
+    if missing:
+        raise ModelError(
+            f"{card.path}: not an onnxcam model (graph lacks {', '.join(missing)}); {EXPORT_HINT}"
+        )
+    image = inputs[contract.INPUT_IMAGE]
+    if image.type != "tensor(float)" or len(image.shape) != 4 or image.shape[3] != 3:
+        raise ModelError(
+            f"{card.path}: input {contract.INPUT_IMAGE} must be float32 [N, H, W, 3], "
+            f"not {image.type} {image.shape}"
+        )
+    if isinstance(image.shape[0], int):
+        raise ModelError(
+            f"{card.path}: input {contract.INPUT_IMAGE} has a fixed batch size {image.shape[0]}; "
+            "it must be dynamic"
+        )
+    height, width = image.shape[1:3]
+    if all(isinstance(x, int) for x in (height, width)) and (height, width) != card.input_size:
+        raise ModelError(
+            f"{card.path}: input {contract.INPUT_IMAGE} is {height}x{width} "
+            f"but metadata says {card.input_size[0]}x{card.input_size[1]}"
+        )
+    if inputs[contract.INPUT_CLASS_INDEX].type != "tensor(int64)":
+        raise ModelError(f"{card.path}: input {contract.INPUT_CLASS_INDEX} must be int64")
+    classes = outputs[contract.OUTPUT_PROBABILITIES].shape[-1]
+    if isinstance(classes, int) and classes != card.num_classes:
+        raise ModelError(f"{card.path}: {classes} output classes but {card.num_classes} labels in metadata")

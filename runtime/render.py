@@ -1,0 +1,72 @@
+"""Heatmaps, colour and files: normalise, upsample, JET overlay, peak, atomic saves."""
+
+import io
+import os
+import uuid
+
+import cv2
+import numpy as np
+
+EPS = 1e-7
+OVERLAY_ALPHA = 0.4
+
+
+def heatmap(raw_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A raw [h, w] map divided by max(map.max(), EPS), then upsampled bilinearly
+    (cv2.INTER_LINEAR) to `size` (height, width): float32 in 0..1. An all-zero map stays zero."""
+    raw = np.maximum(raw_map.astype(np.float32), 0)
+    normalised = raw / max(float(raw.max()), EPS)
+    height, width = size
+    upsampled = cv2.resize(normalised, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.clip(upsampled, 0, 1).astype(np.float32)
+
+
+def peak(heat: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the heatmap's maximum; the first one in row order on ties."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(x), int(y)
+
+
+def jet(heat: np.ndarray) -> np.ndarray:
+    """The JET colour of a 0..1 heatmap, HxWx3 uint8 RGB."""
+    levels = np.rint(heat * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """clip(jet(heat) * 0.4 + image, 0, 255) as HxWx3 uint8 RGB; `heat` has the image's size."""
+    blended = jet(heat).astype(np.float32) * OVERLAY_ALPHA + image.astype(np.float32)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{os.fspath(path)}: PNG encoding failed")
+    write_atomically(path, encoded.tobytes())
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an array as .npy, atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomically(path, buffer.getvalue())
+
+
+def write_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`:
+    readers see the old file or the whole new one, never a part; nothing is left on failure."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise

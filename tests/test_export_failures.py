@@ -1,0 +1,93 @@
+"""The export refuses clearly: one line on stderr, exit 1, nothing written or replaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import export.convert
+from export.build import main
+from tests.conftest import offline_env, run_export
+
+
+def test_offline_imagenet_weights_fail_in_one_line(tmp_path):
+    output = tmp_path / "resnet50_gradcam.onnx"
+    result = run_export("--output", str(output), env=offline_env(tmp_path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("export failed: could not get the ImageNet weights of resnet50")
+    assert "--weights PATH" in lines[0] and "~/.keras/models/" in lines[0] and "--weights none" in lines[0]
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "missing.keras", "--preprocessing", "tf"], "--model missing.keras: no such file"),
+        (["--model", "vit"], "--model vit: not a built-in model"),
+        (["--weights", "missing.weights.h5"], "--weights missing.weights.h5: no such file"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line(arguments, message, tmp_path):
+    result = run_export(*arguments, "--output", str(tmp_path / "x.onnx"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"export failed: {result.stderr.split('export failed: ')[1].strip()}"]
+    assert message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_keras_file_needs_its_preprocessing(user_model, tmp_path, capsys):
+    assert main(["--model", str(user_model.keras_path), "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "--preprocessing caffe|tf|torch|none" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_that_fails_the_self_check_is_not_written(user_model, tmp_path, monkeypatch, capsys):
+    """Without onnxcam's DynamicStitch handler, tf2onnx 1.17 converts "successfully" into a
+    graph that fails at run time: the self-check must refuse it and keep the old file."""
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"the previous export")
+    without_stitch = {op: h for op, h in export.convert.HANDLERS.items() if "DynamicStitch" not in op}
+    monkeypatch.setattr(export.convert, "HANDLERS", without_stitch)
+    code = main([
+        "--model", str(user_model.keras_path), "--layer", "block_out", "--preprocessing", "tf",
+        "--output", str(existing),
+    ])
+    assert code == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("export failed: onnxruntime cannot run the converted model")
+    assert "\n" not in error
+    assert existing.read_bytes() == b"the previous export"
+    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]
+
+
+def test_ops_tf2onnx_leaves_unconverted_are_named(user_model, tmp_path, monkeypatch, capsys):
+    without_relu_grad = {op: h for op, h in export.convert.HANDLERS.items() if op != "ReluGrad"}
+    monkeypatch.setattr(export.convert, "HANDLERS", without_relu_grad)
+    code = main([
+        "--model", str(user_model.keras_path), "--layer", "block_out", "--preprocessing", "tf",
+        "--output", str(tmp_path / "model.onnx"),
+    ])
+    assert code == 1
+    assert capsys.readouterr().err == "export failed: tf2onnx left TensorFlow ops it cannot convert: ReluGrad\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_normalization_layer_exports_without_extra_inputs(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3000.0, 2500.0, 2000.0])(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(x)
+    path = tmp_path / "normalized.keras"
+    keras.Model(inputs, outputs).save(path)
+    output = tmp_path / "normalized.onnx"
+    assert main(["--model", str(path), "--preprocessing", "none", "--output", str(output)]) == 0, capsys.readouterr().err
+    import onnx
+
+    assert [value.name for value in onnx.load(str(output)).graph.input] == ["image", "class_index"]

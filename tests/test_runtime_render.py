@@ -1,0 +1,85 @@
+"""Normalise, upsample, colour, blend, peak and atomic saves."""
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import render
+
+
+def numpy_jet(heat: np.ndarray) -> np.ndarray:
+    """The textbook JET ramp in RGB: blue at 0, cyan, yellow, red at 1."""
+    ramp = lambda centre: np.clip(1.5 - np.abs(4 * heat - centre), 0, 1)  # noqa: E731
+    return np.stack([ramp(3), ramp(2), ramp(1)], axis=-1) * 255
+
+
+def test_heatmap_is_normalised_then_bilinearly_upsampled():
+    raw = np.array([[0, 1], [2, 4]], dtype=np.float32)
+    heat = render.heatmap(raw, (6, 10))
+    assert heat.shape == (6, 10) and heat.dtype == np.float32
+    expected = cv2.resize(raw / 4, (10, 6), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(heat, expected, atol=1e-7)
+    assert heat.min() >= 0 and heat.max() <= 1 and heat.max() == pytest.approx(1)
+
+
+def test_all_zero_map_stays_zero():
+    heat = render.heatmap(np.zeros((7, 7), dtype=np.float32), (20, 30))
+    assert not np.isnan(heat).any() and not heat.any()
+
+
+def test_tiny_maps_are_normalised_by_eps_not_blown_up():
+    heat = render.heatmap(np.full((2, 2), 1e-9, dtype=np.float32), (2, 2))
+    np.testing.assert_allclose(heat, 1e-9 / render.EPS, rtol=1e-5)
+
+
+def test_peak_is_x_then_y():
+    heat = np.zeros((40, 60), dtype=np.float32)
+    heat[31, 17] = 1
+    assert render.peak(heat) == (17, 31)
+
+
+def test_jet_is_rgb_blue_to_red():
+    colours = render.jet(np.linspace(0, 1, 256, dtype=np.float32)[None, :])[0]
+    np.testing.assert_allclose(colours, numpy_jet(np.linspace(0, 1, 256))[0:256], atol=6)
+    assert colours[0, 2] > 100 and colours[0, 0] == 0  # blue at 0
+    assert colours[-1, 0] > 100 and colours[-1, 2] == 0  # red at 1
+
+
+def test_overlay_is_clipped_jet_times_point_four_plus_image():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    heat = rng.random((30, 40), dtype=np.float32)
+    colours = cv2.cvtColor(
+        cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+    )
+    expected = np.clip(np.rint(colours * 0.4 + image), 0, 255).astype(np.uint8)
+    result = render.overlay(image, heat)
+    assert result.dtype == np.uint8 and result.shape == image.shape
+    np.testing.assert_array_equal(result, expected)
+    assert (result[image == 255] == 255).all()  # clipped, not wrapped around
+
+
+def test_saved_png_and_npy_read_back_and_leave_no_temporary_files(tmp_path):
+    image = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    heat = np.random.default_rng(4).random((9, 11), dtype=np.float32)
+    render.save_png(tmp_path / "o.png", image)
+    render.save_npy(tmp_path / "h.npy", heat)
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(tmp_path / "o.png")), cv2.COLOR_BGR2RGB), image)
+    np.testing.assert_array_equal(np.load(tmp_path / "h.npy"), heat)
+    assert sorted(os.listdir(tmp_path)) == ["h.npy", "o.png"]
+
+
+def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "h.npy"
+    render.save_npy(target, np.zeros(3))
+
+    def fail(source, destination):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        render.save_npy(target, np.ones(3))
+    np.testing.assert_array_equal(np.load(target), np.zeros(3))
+    assert os.listdir(tmp_path) == ["h.npy"]
