@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default="resnet50", help="a built-in name or PATH.keras (default resnet50)")
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), none (random, seeded) or PATH")
-    parser.add_argument("--layer", default=None, help="target layer name, or auto (default: the model's own)")
+    parser.add_argument("--layer", default=None,
+                        help="target layer, several as a,b (multi-scale maps), or auto (default: the model's own)")
     parser.add_argument("--preprocessing", choices=["caffe", "tf", "torch", "none"],
                         help="what the graph does to raw 0..255 RGB (required for PATH.keras)")
     parser.add_argument("--labels", help="JSON list of class names (default: ImageNet names, or 'class N')")
@@ -76,8 +77,10 @@ def export(args: argparse.Namespace) -> None:
 
     from export.classifier import load_classifier
     from export.convert import convert, plain_function
+    from export.shrink import share_forward_weights
     from export.verify import self_check
-    from export.wrap import gradcam_function, resolve_layer, split
+    from export import contract
+    from export.wrap import gradcam_function, resolve_layers, split
 
     keras.config.disable_interactive_logging()  # no download progress bars: one line per step
 
@@ -85,22 +88,26 @@ def export(args: argparse.Namespace) -> None:
     model = classifier.model
     print(f"model: {classifier.name}, {len(classifier.labels)} classes, input {classifier.input_size[0]}x"
           f"{classifier.input_size[1]}, preprocessing {classifier.preprocessing}, weights {classifier.weights_source}")
-    layer = resolve_layer(model, args.layer or classifier.default_layer)
-    body, head = split(model, layer)
-    shape = "x".join(str(d) for d in body.output.shape[1:])
-    print(f"layer: {layer} ({shape}), score: {args.score}")
+    layers = resolve_layers(model, args.layer or classifier.default_layer)
+    body, head = split(model, layers)
+    shapes = ", ".join(f"{name} ({'x'.join(str(d) for d in model.get_layer(name).output.shape[1:])})" for name in layers)
+    print(f"layer{'s' if len(layers) > 1 else ''}: {shapes}, score: {args.score}")
 
     function = gradcam_function(body, head, classifier.preprocessing, args.score, classifier.input_size)
-    onnx_model = convert(function, args.opset)
+    outputs = contract.OUTPUTS[:3] + tuple(
+        contract.layer_output(name, index) for index in range(len(layers)) for name in contract.LAYER_OUTPUTS
+    )
+    onnx_model = share_forward_weights(convert(function, args.opset, outputs))
     print(f"converted: tf2onnx, opset {args.opset}, {time.monotonic() - started:.1f} s so far")
 
-    figures = self_check(onnx_model.SerializeToString(), model, layer, classifier.preprocessing,
+    figures = self_check(onnx_model.SerializeToString(), model, layers, classifier.preprocessing,
                          args.score, classifier.input_size)
-    worst = max(figures, key=lambda name: figures[name]["relative"])
-    print(f"self-check vs TensorFlow: every output within {figures[worst]['relative']:.1e} relative "
-          f"(worst: {worst}; max abs {max(f['max_abs'] for f in figures.values()):.1e})")
+    errors = figures["outputs"]
+    worst = max(errors, key=lambda name: errors[name]["relative"])
+    print(f"self-check vs {figures['reference']}: every output within {errors[worst]['relative']:.1e} "
+          f"relative (worst: {worst}; max abs {max(f['max_abs'] for f in errors.values()):.1e})")
 
-    _set_metadata(onnx_model, classifier, layer, args, figures)
+    _set_metadata(onnx_model, classifier, layers, args, figures)
     output = args.output or os.path.join("models", f"{os.path.splitext(classifier.name)[0]}_gradcam.onnx")
     size = write_atomically(output, onnx_model.SerializeToString())
     if args.plain_output:
@@ -112,7 +119,7 @@ def export(args: argparse.Namespace) -> None:
     print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gb:.2f} GiB")
 
 
-def _set_metadata(onnx_model, classifier, layer: str, args: argparse.Namespace, figures: dict) -> None:
+def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Namespace, figures: dict) -> None:
     import keras
     import onnx
     import tensorflow as tf
@@ -129,7 +136,8 @@ def _set_metadata(onnx_model, classifier, layer: str, args: argparse.Namespace, 
         contract.META_LABELS: json.dumps(classifier.labels),
         contract.META_INPUT_SIZE: json.dumps(list(classifier.input_size)),
         contract.META_PREPROCESSING: classifier.preprocessing,
-        contract.META_LAYER: layer,
+        contract.META_LAYER: layers[0],
+        contract.META_LAYERS: json.dumps(layers),
         contract.META_SCORE: args.score,
         contract.META_WEIGHTS: json.dumps({
             "source": classifier.weights_source,

@@ -87,6 +87,40 @@ def relu_grad(ctx, node, name, args):  # noqa: ANN001
     ctx.make_node("Where", [positive, gradients, zero], outputs=outputs)
 
 
+def relu6_grad(ctx, node, name, args):  # noqa: ANN001
+    """Relu6Grad(gradients, features) = gradients where 0 < features < 6. No tf2onnx converter."""
+    del name, args
+    gradients, features = node.input
+    dtype, outputs = ctx.get_dtype(node.output[0]), node.output
+    ctx.remove_node(node.name)
+    zero = ctx.make_const(tf2onnx.utils.make_name("zero"), np.zeros([], _NUMPY[dtype])).output[0]
+    six = ctx.make_const(tf2onnx.utils.make_name("six"), np.full([], 6, _NUMPY[dtype])).output[0]
+    inside = ctx.make_node("And", [ctx.make_node("Greater", [features, zero]).output[0],
+                                   ctx.make_node("Less", [features, six]).output[0]]).output[0]
+    ctx.make_node("Where", [inside, gradients, zero], outputs=outputs)
+
+
+def depthwise_backprop_input(ctx, node, name, args):  # noqa: ANN001
+    """DepthwiseConv2dNativeBackpropInput as a grouped ConvTranspose. No tf2onnx converter.
+
+    The depthwise filter [kh, kw, C, m] is the filter [kh, kw, 1, C*m] of a convolution with
+    C groups; tf2onnx's own Conv2DBackpropInput handler then does the padding arithmetic.
+    """
+    del name, args
+    from tf2onnx.onnx_opset.nn import ConvTranspose
+
+    height, width, channels, multiplier = ctx.get_shape(node.input[1])
+    grouped_shape = [height, width, 1, channels * multiplier]
+    shape = ctx.make_const(tf2onnx.utils.make_name("grouped_filter_shape"), _int64(grouped_shape)).output[0]
+    grouped = ctx.make_node("Reshape", [node.input[1], shape]).output[0]
+    ctx.set_shape(grouped, grouped_shape)
+    ctx.set_dtype(grouped, ctx.get_dtype(node.input[1]))
+    ctx.replace_input(node, node.input[1], grouped, 1)
+    node.type = "Conv2DBackpropInput"
+    ConvTranspose.version_11(ctx, node)
+    node.set_attr("group", channels)
+
+
 def shape_n(ctx, node, name, args):  # noqa: ANN001
     """ShapeN: one Shape per input. tf2onnx has no converter."""
     del name, args
@@ -136,6 +170,8 @@ HANDLERS = {
     "DynamicStitch": (dynamic_stitch, []),
     "ParallelDynamicStitch": (dynamic_stitch, []),
     "ReluGrad": (relu_grad, []),
+    "Relu6Grad": (relu6_grad, []),
+    "DepthwiseConv2dNativeBackpropInput": (depthwise_backprop_input, []),
     "ShapeN": (shape_n, []),
     "BroadcastGradientArgs": (broadcast_gradient_args, []),
 }
@@ -160,7 +196,7 @@ def plain_function(
 
 
 def convert(
-    function: tf.types.experimental.GenericFunction, opset: int, outputs: tuple[str, ...] = contract.OUTPUTS
+    function: tf.types.experimental.GenericFunction, opset: int, outputs: tuple[str, ...]
 ) -> onnx.ModelProto:
     """Convert the traced function; refuse graphs whose inputs or outputs break the contract."""
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)

@@ -1,9 +1,9 @@
 """The Grad-CAM head: one TensorFlow function returning scores, maps, gradients and the CAM.
 
-The classifier is split at the target layer into `body` (pixels -> feature maps) and
-`head` (feature maps -> logits). The body runs once per image; the head runs once per
-(image, explained class) on repeated feature maps, and the gradient of each target's score
-flows back through the head only. Seeding the gradient with a one-hot `output_gradients`
+The classifier is split at the (first) target layer into `body` (pixels -> feature maps)
+and `head` (feature maps -> the other target layers' maps and the logits). The body runs
+once per image; the head runs once per (image, explained class) on repeated feature maps,
+and the gradient of each target's score flows back through the head only. Seeding the gradient with a one-hot `output_gradients`
 (rather than differentiating sum(logits * one_hot)) keeps BroadcastGradientArgs, which
 tf2onnx cannot convert, out of the graph.
 """
@@ -20,22 +20,28 @@ from export.errors import ExportError
 from export.preprocessing import PREPROCESSING
 
 
-def resolve_layer(model: keras.Model, layer: str) -> str:
-    """`auto` -> the last layer with a 4-D output whose spatial size is > 1; else check `layer`."""
-    if layer != "auto":
+def resolve_layers(model: keras.Model, layers: str) -> list[str]:
+    """`auto` -> the last layer with a 4-D output whose spatial size is > 1; else check each
+    name of the comma-separated list. The result is in model order."""
+    if layers == "auto":
+        candidates = spatial_layers(model)
+        if not candidates:
+            raise ExportError("the model has no layer with a [N, h, w, C] output to explain")
+        return candidates[-1:]
+    names = [name.strip() for name in layers.split(",") if name.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ExportError(f"--layer {layers}: give one or more different layer names, or auto")
+    for name in names:
         try:
-            shape = model.get_layer(layer).output.shape
+            shape = model.get_layer(name).output.shape
         except ValueError:
             raise ExportError(
-                f"--layer {layer}: no such layer; candidates: {', '.join(spatial_layers(model)[-5:])}"
+                f"--layer {name}: no such layer; candidates: {', '.join(spatial_layers(model)[-5:])}"
             ) from None
         if len(shape) != 4:
-            raise ExportError(f"--layer {layer}: output {tuple(shape)} is not [N, h, w, C]")
-        return layer
-    candidates = spatial_layers(model)
-    if not candidates:
-        raise ExportError("the model has no layer with a [N, h, w, C] output to explain")
-    return candidates[-1]
+            raise ExportError(f"--layer {name}: output {tuple(shape)} is not [N, h, w, C]")
+    order = [layer.name for layer in model.layers]
+    return sorted(names, key=order.index)
 
 
 def spatial_layers(model: keras.Model) -> list[str]:
@@ -48,18 +54,24 @@ def spatial_layers(model: keras.Model) -> list[str]:
     return names
 
 
-def split(model: keras.Model, layer: str) -> tuple[keras.Model, keras.Model]:
-    """Split `model` into body (inputs -> layer output) and head (layer output -> logits)."""
-    feature_maps = model.get_layer(layer).output
-    body = keras.Model(model.inputs, feature_maps)
+def split(model: keras.Model, layers: list[str]) -> tuple[keras.Model, keras.Model]:
+    """Body: inputs -> first layer's maps. Head: those maps -> [later layers' maps..., logits]."""
+    first = model.get_layer(layers[0]).output
+    later = [model.get_layer(name).output for name in layers[1:]]
+    body = keras.Model(model.inputs, first)
     try:
-        head = keras.Model(feature_maps, model.output)
+        head = keras.Model(first, [*later, model.output])
     except Exception as error:
         raise ExportError(
-            f"--layer {layer}: the layers after it also need other inputs (a skip connection "
+            f"--layer {layers[0]}: the layers after it also need other inputs (a skip connection "
             f"crosses it), pick a block output ({' '.join(str(error).split())[:150]})"
         ) from None
     return body, head
+
+
+def _outputs(head: keras.Model, maps: tf.Tensor) -> list[tf.Tensor]:
+    outputs = head(maps, training=False)
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def gradcam_function(
@@ -77,8 +89,8 @@ def gradcam_function(
         autograph=False,
     )
     def explain(image: tf.Tensor, class_index: tf.Tensor) -> dict[str, tf.Tensor]:
-        feature_maps = body(preprocess(image), training=False)
-        logits = head(feature_maps, training=False)
+        first_maps = body(preprocess(image), training=False)
+        *later_maps, logits = _outputs(head, first_maps)
         probabilities = tf.nn.softmax(logits)
 
         images = tf.shape(class_index, out_type=tf.int64)[0]
@@ -88,30 +100,42 @@ def gradcam_function(
 
         # One row per (image, target): row r belongs to image r // K.
         rows = tf.range(images * targets_per_image) // targets_per_image
-        repeated_maps = tf.gather(feature_maps, rows)
+        repeated = tf.gather(first_maps, rows)
         one_hot = tf.one_hot(tf.reshape(explained_class, [-1]), depth=logits.shape[-1])
         with tf.GradientTape() as tape:
-            tape.watch(repeated_maps)
-            target_outputs = head(repeated_maps, training=False)
+            tape.watch(repeated)
+            *repeated_later, target_outputs = _outputs(head, repeated)
             if score == "probability":
                 target_outputs = tf.nn.softmax(target_outputs)
-        gradients = tape.gradient(target_outputs, repeated_maps, output_gradients=one_hot)
+        all_gradients = tape.gradient(
+            target_outputs, [repeated, *repeated_later], output_gradients=one_hot
+        )
         target_score = tf.reduce_sum(tf.stop_gradient(target_outputs) * one_hot, axis=-1)
-
-        _, h, w, channels = feature_maps.shape
-        grid = tf.stack([images, targets_per_image, h, w, channels])
-        gradients = tf.reshape(gradients, grid)
-        pooled = tf.reduce_mean(gradients, axis=[2, 3])
-        flat_maps = tf.reshape(feature_maps, tf.stack([images, h * w, channels]))
-        cam = tf.nn.relu(tf.linalg.matmul(pooled, flat_maps, transpose_b=True))
-        return {
+        outputs = {
             contract.OUTPUT_PROBABILITIES: tf.identity(probabilities),
             contract.OUTPUT_EXPLAINED_CLASS: tf.identity(explained_class),
             contract.OUTPUT_SCORE: tf.reshape(target_score, tf.shape(class_index)),
-            contract.OUTPUT_FEATURE_MAPS: tf.identity(feature_maps),
-            contract.OUTPUT_GRADIENTS: gradients,
-            contract.OUTPUT_POOLED_GRADIENTS: pooled,
-            contract.OUTPUT_CAM: tf.reshape(cam, tf.stack([images, targets_per_image, h, w])),
         }
+        for index, (maps, gradients) in enumerate(zip([first_maps, *later_maps], all_gradients)):
+            for name, value in _layer_outputs(maps, gradients, images, targets_per_image).items():
+                outputs[contract.layer_output(name, index)] = value
+        return outputs
 
     return explain
+
+
+def _layer_outputs(
+    maps: tf.Tensor, gradients: tf.Tensor, images: tf.Tensor, targets_per_image: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """One layer's feature maps, gradients [N, K, h, w, C], pooled gradients and CAM."""
+    _, h, w, channels = maps.shape
+    gradients = tf.reshape(gradients, tf.stack([images, targets_per_image, h, w, channels]))
+    pooled = tf.reduce_mean(gradients, axis=[2, 3])
+    flat_maps = tf.reshape(maps, tf.stack([images, h * w, channels]))
+    cam = tf.nn.relu(tf.linalg.matmul(pooled, flat_maps, transpose_b=True))
+    return {
+        contract.OUTPUT_FEATURE_MAPS: tf.identity(maps),
+        contract.OUTPUT_GRADIENTS: gradients,
+        contract.OUTPUT_POOLED_GRADIENTS: pooled,
+        contract.OUTPUT_CAM: tf.reshape(cam, tf.stack([images, targets_per_image, h, w])),
+    }

@@ -11,7 +11,7 @@ from export import contract
 from export.classifier import logits_model
 from export.errors import ExportError
 from export.verify import MAX_RELATIVE_ERROR, reference_outputs, relative_error
-from export.wrap import resolve_layer, split
+from export.wrap import resolve_layers, split
 from runtime import Explainer
 from tests.keras_models import small_cnn
 
@@ -30,7 +30,7 @@ def test_every_output_matches_tensorflow(user_model, class_index):
     class_index = np.array(class_index, np.int64)
     images = np.random.default_rng(3).uniform(0, 255, (len(class_index), 48, 48, 3)).astype(np.float32)
     actual = dict(zip(contract.OUTPUTS, session.run(list(contract.OUTPUTS), {"image": images, "class_index": class_index})))
-    expected = reference_outputs(model, "block_out", "tf", "logit", images, class_index)
+    expected = reference_outputs(model, ["block_out"], "tf", "logit", images, class_index)
     for name in contract.OUTPUTS:
         assert relative_error(actual[name], expected[name]) <= MAX_RELATIVE_ERROR, name
 
@@ -44,17 +44,17 @@ def test_softmax_head_is_taken_off_for_logits():
 
 
 def test_auto_layer_is_the_last_spatial_layer():
-    assert resolve_layer(small_cnn(), "auto") == "last_conv"
+    assert resolve_layers(small_cnn(), "auto") == ["last_conv"]
 
 
 def test_a_layer_that_a_skip_connection_crosses_is_refused_with_a_reason():
     with pytest.raises(ExportError, match="skip connection"):
-        split(small_cnn(), "shortcut")
+        split(small_cnn(), ["shortcut"])
 
 
 def test_an_unknown_layer_lists_candidates():
     with pytest.raises(ExportError, match="no such layer; candidates: .*last_conv"):
-        resolve_layer(small_cnn(), "nope")
+        resolve_layers(small_cnn(), "nope")
 
 
 def test_reference_gives_the_analytic_gradient_of_a_gap_dense_head():
@@ -62,7 +62,7 @@ def test_reference_gives_the_analytic_gradient_of_a_gap_dense_head():
     model = small_cnn()
     kernel = model.get_layer("predictions").kernel.numpy()
     images = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
-    outputs = reference_outputs(logits_model(model), "last_conv", "tf", "logit", images, np.array([[1, -1], [3, 0]]))
+    outputs = reference_outputs(logits_model(model), ["last_conv"], "tf", "logit", images, np.array([[1, -1], [3, 0]]))
     expected = kernel.T[outputs["explained_class"]] / (24 * 24)
     np.testing.assert_allclose(outputs["pooled_gradients"], expected, rtol=1e-5)
     maps = outputs["feature_maps"]

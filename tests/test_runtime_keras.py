@@ -17,7 +17,7 @@ from tests.keras_models import draw_shapes
 
 def tensorflow_heatmaps(model, layer, preprocessing, image: np.ndarray, classes: list[int]) -> list[np.ndarray]:
     """The seed recipe's map: GradientTape Grad-CAM, divided by its max, bilinear to the image."""
-    cams = reference_outputs(model, layer, preprocessing, "logit", image[None].astype(np.float32), np.array([classes]))["cam"][0]
+    cams = reference_outputs(model, [layer], preprocessing, "logit", image[None].astype(np.float32), np.array([classes]))["cam"][0]
     height, width = image.shape[:2]
     return [cv2.resize(cam / max(cam.max(), 1e-7), (width, height), interpolation=cv2.INTER_LINEAR) for cam in cams]
 
