@@ -26,18 +26,32 @@ class Application:
     default_layer: str = "auto"
 
 
+def _fixed_size(constructor: Callable[..., keras.Model], size: int) -> Callable[..., keras.Model]:
+    """MobileNetV3 builds with an [N, None, None, 3] input unless told its size."""
+
+    def build(**kwargs: object) -> keras.Model:
+        return constructor(input_shape=(size, size, 3), **kwargs)
+
+    return build
+
+
+_A = keras.applications
 APPLICATIONS: dict[str, Application] = {
     app.name: app
     for app in (
-        Application("resnet50", keras.applications.ResNet50, "caffe", (224, 224), "conv5_block3_out"),
-        Application("resnet101", keras.applications.ResNet101, "caffe", (224, 224), "conv5_block3_out"),
-        Application("resnet50v2", keras.applications.ResNet50V2, "tf", (224, 224), "post_relu"),
-        Application("mobilenet_v2", keras.applications.MobileNetV2, "tf", (224, 224), "out_relu"),
-        Application("vgg16", keras.applications.VGG16, "caffe", (224, 224), "block5_conv3"),
-        Application("densenet121", keras.applications.DenseNet121, "torch", (224, 224), "relu"),
-        Application("xception", keras.applications.Xception, "tf", (299, 299), "block14_sepconv2_act"),
-        Application("inception_v3", keras.applications.InceptionV3, "tf", (299, 299), "mixed10"),
-        Application("efficientnet_b0", keras.applications.EfficientNetB0, "none", (224, 224), "top_activation"),
+        Application("resnet50", _A.ResNet50, "caffe", (224, 224), "conv5_block3_out"),
+        Application("resnet101", _A.ResNet101, "caffe", (224, 224), "conv5_block3_out"),
+        Application("resnet50v2", _A.ResNet50V2, "tf", (224, 224), "post_relu"),
+        Application("mobilenet_v2", _A.MobileNetV2, "tf", (224, 224), "out_relu"),
+        Application("mobilenet_v3_small", _fixed_size(_A.MobileNetV3Small, 224), "none", (224, 224)),
+        Application("mobilenet_v3_large", _fixed_size(_A.MobileNetV3Large, 224), "none", (224, 224)),
+        Application("efficientnet_b0", _A.EfficientNetB0, "none", (224, 224), "top_activation"),
+        Application("efficientnet_v2_b0", _A.EfficientNetV2B0, "none", (224, 224), "top_activation"),
+        Application("densenet121", _A.DenseNet121, "torch", (224, 224), "relu"),
+        Application("xception", _A.Xception, "tf", (299, 299), "block14_sepconv2_act"),
+        Application("inception_v3", _A.InceptionV3, "tf", (299, 299), "mixed10"),
+        Application("vgg16", _A.VGG16, "caffe", (224, 224), "block5_conv3"),  # the paper's layer, not the pool
+        Application("convnext_tiny", _A.ConvNeXtTiny, "none", (224, 224)),
     )
 }
 

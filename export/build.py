@@ -110,13 +110,14 @@ def export(args: argparse.Namespace) -> None:
     _set_metadata(onnx_model, classifier, layers, args, figures)
     output = args.output or os.path.join("models", f"{os.path.splitext(classifier.name)[0]}_gradcam.onnx")
     size = write_atomically(output, onnx_model.SerializeToString())
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
     if args.plain_output:
         plain = convert(plain_function(model, classifier.preprocessing, classifier.input_size), args.opset,
                         outputs=("probabilities",))
-        write_atomically(args.plain_output, plain.SerializeToString())
-        print(f"plain classifier: {args.plain_output} ({os.path.getsize(args.plain_output) / 2**20:.1f} MiB)")
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gb:.2f} GiB")
+        plain_size = write_atomically(args.plain_output, plain.SerializeToString())
+        print(f"plain classifier: {args.plain_output} ({plain_size / 2**20:.1f} MiB; "
+              f"the Grad-CAM model is {size / plain_size:.3f}x)")
 
 
 def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Namespace, figures: dict) -> None:

@@ -13,8 +13,8 @@ from tqdm import tqdm
 from .errors import ModelError, UsageError, one_line
 from .explainer import DEVICES, Explainer
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from .methods import METHODS
-from .render import save_npy, save_png
+from .methods import DEFAULT_MAX_CHANNELS, METHODS
+from .render import contact_sheet, save_npy, save_png
 from .results import Explanation
 
 EXIT_OK = 0
@@ -24,9 +24,10 @@ EXIT_INTERRUPTED = 130
 PROGRESS_MIN_IMAGES = 4
 
 EPILOG = f"""\
-outputs, per image and explained class:
+outputs, per image and explained class (with several methods, _<method> after <label>):
   OUT/<image stem>_<rank>_<label>_overlay.png   JET heatmap * 0.4 + image
   OUT/<image stem>_<rank>_<label>_heatmap.npy   float32 [H, W], 0..1, original size
+  OUT/<image stem>_grid.png                     with --grid: per class, the image then each method
 exit codes:
   {EXIT_OK}  every image succeeded
   {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
@@ -76,9 +77,43 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse larger images (default: {DEFAULT_MAX_PIXELS})",
     )
     parser.add_argument(
-        "--method", choices=list(METHODS), default="gradcam", help="CAM method (default: gradcam)"
+        "--method",
+        type=method_list,
+        default=["gradcam"],
+        metavar="M[,M...]",
+        help=f"CAM methods, comma-separated: {', '.join(METHODS)} (default: gradcam)",
+    )
+    parser.add_argument(
+        "--aug-smooth", action="store_true", help="average over horizontal flips x intensity 0.9/1/1.1"
+    )
+    parser.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="first principal component of the weighted activations instead of their sum",
+    )
+    parser.add_argument(
+        "--max-channels",
+        type=int,
+        default=DEFAULT_MAX_CHANNELS,
+        help=f"scorecam: model runs per image, for the most active channels (default: {DEFAULT_MAX_CHANNELS})",
+    )
+    parser.add_argument(
+        "--grid",
+        action="store_true",
+        help="also write OUT/<image>_grid.png: the image and each method's overlay",
     )
     return parser
+
+
+def method_list(text: str) -> list[str]:
+    """'gradcam,scorecam' -> ['gradcam', 'scorecam']; each a known method, none twice."""
+    methods = [name.strip() for name in text.split(",")]
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r} (use {', '.join(METHODS)})")
+    if len(set(methods)) != len(methods):
+        raise argparse.ArgumentTypeError(f"a method given twice in {text!r}")
+    return methods
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,9 +136,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     sources, empty_folders = collect_images(args.inputs)
     try:
-        explainer = Explainer(args.model, args.device, args.batch_size, args.max_pixels, args.method)
+        explainer = Explainer(
+            args.model,
+            args.device,
+            args.batch_size,
+            args.max_pixels,
+            args.method[0],
+            args.aug_smooth,
+            args.eigen_smooth,
+            args.max_channels,
+        )
+        explainers = [explainer] + [explainer.with_method(method) for method in args.method[1:]]
         top_k = args.top_k if args.top_k is not None else min(3, explainer.card.num_classes)
-        outcomes = explainer.explain_each(sources, top_k, args.class_index)
+        outcomes = zip(*(each.explain_each(sources, top_k, args.class_index) for each in explainers))
         os.makedirs(args.out, exist_ok=True)
     except (ModelError, UsageError) as error:
         _report(str(error))
@@ -112,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         _report(f"{args.out}: cannot create the output folder ({error.strerror or one_line(error)})")
         return EXIT_CANNOT_START
     card = explainer.card
-    _report(f"{args.model}: {card.model}, layer {card.layer}, {args.method} on {explainer.provider}")
+    layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
+    _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
     failures = len(empty_folders)
     for folder in empty_folders:
         _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
@@ -120,19 +166,25 @@ def run(args: argparse.Namespace) -> int:
     show_progress = len(sources) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
     with tqdm(total=len(sources), unit="image", file=sys.stderr, disable=not show_progress) as progress:
         try:
-            for outcome in outcomes:
+            for per_method in outcomes:
                 progress.update()
-                if outcome.error is not None:
-                    _report(str(outcome.error))
+                source = per_method[0].source
+                if per_method[0].error is not None:
+                    _report(str(per_method[0].error))
                     failures += 1
                     continue
+                explanations = [outcome.explanation for outcome in per_method]
                 try:
-                    files = write_outputs(outcome.explanation, args.out, stems[outcome.source])
+                    files = [
+                        write_outputs(explanation, args.out, stems[source], len(explanations) > 1)
+                        for explanation in explanations
+                    ]
+                    grid = write_grid(explanations, args.out, stems[source]) if args.grid else None
                 except OSError as error:
-                    _report(f"{outcome.source}: cannot write outputs ({one_line(error)})")
+                    _report(f"{source}: cannot write outputs ({one_line(error)})")
                     failures += 1
                     continue
-                tqdm.write(format_result(outcome.explanation, files, args.json), file=sys.stdout)
+                tqdm.write(format_result(explanations, files, grid, args.json), file=sys.stdout)
         except Exception as error:  # e.g. onnxruntime failing part way: the run stops, one line
             _report(f"{args.model}: run failed ({type(error).__name__}: {one_line(error)})")
             return EXIT_IMAGE_FAILED
@@ -184,12 +236,16 @@ def safe_label(label: str, class_index: int) -> str:
     return re.sub(r"[^\w.-]+", "_", label, flags=re.ASCII).strip("._")[:64] or f"class{class_index}"
 
 
-def write_outputs(explanation: Explanation, out: str, stem: str) -> list[tuple[str, str]]:
-    """Write each map's overlay PNG and heatmap .npy; returns their (overlay, heatmap) paths."""
+def write_outputs(
+    explanation: Explanation, out: str, stem: str, name_method: bool = False
+) -> list[tuple[str, str]]:
+    """Write each map's overlay PNG and heatmap .npy, with the method in the file names if
+    name_method; returns their (overlay, heatmap) paths."""
     files = []
+    method = f"_{explanation.method}" if name_method else ""
     for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
         prefix = os.path.join(
-            out, f"{stem}_{class_map.rank}_{safe_label(class_map.label, class_map.class_index)}"
+            out, f"{stem}_{class_map.rank}_{safe_label(class_map.label, class_map.class_index)}{method}"
         )
         overlay_path, heatmap_path = f"{prefix}_overlay.png", f"{prefix}_heatmap.npy"
         save_png(overlay_path, overlay)
@@ -198,35 +254,61 @@ def write_outputs(explanation: Explanation, out: str, stem: str) -> list[tuple[s
     return files
 
 
-def format_result(explanation: Explanation, files: list[tuple[str, str]], as_json: bool) -> str:
-    """One JSON line, or a short table."""
-    if as_json:
-        return json.dumps(
-            {
-                "image": explanation.source,
-                "predictions": [
-                    {"index": p.index, "label": p.label, "probability": p.probability}
-                    for p in explanation.predictions
-                ],
-                "maps": [
-                    {
-                        "class_index": m.class_index,
-                        "label": m.label,
-                        "overlay": overlay,
-                        "heatmap": heatmap,
-                        "peak": list(m.peak),
-                    }
-                    for m, (overlay, heatmap) in zip(explanation.maps, files, strict=True)
-                ],
-            }
-        )
-    width = max(len(p.label) for p in explanation.predictions + tuple(explanation.maps))
-    lines = [explanation.source]
-    lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in explanation.predictions]
-    lines += [
-        f"  map #{m.rank} {m.label:<{width}}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}"
-        for m, (overlay, _) in zip(explanation.maps, files, strict=True)
+def write_grid(explanations: Sequence[Explanation], out: str, stem: str) -> str:
+    """Write OUT/<stem>_grid.png: one row per explained class, the image (captioned with the
+    class) then each method's overlay (captioned with the method); returns its path."""
+    image = explanations[0].image
+    rows = [
+        [(class_map.label, image)]
+        + [(explanation.method, explanation.overlays[k]) for explanation in explanations]
+        for k, class_map in enumerate(explanations[0].maps)
     ]
+    path = os.path.join(out, f"{stem}_grid.png")
+    save_png(path, contact_sheet(rows))
+    return path
+
+
+def format_result(
+    explanations: Sequence[Explanation],
+    files: Sequence[list[tuple[str, str]]],
+    grid: str | None,
+    as_json: bool,
+) -> str:
+    """One JSON line, or a short table, for one image explained by one or more methods."""
+    first = explanations[0]
+    maps = [
+        (explanation.method, class_map, overlay, heatmap)
+        for explanation, method_files in zip(explanations, files, strict=True)
+        for class_map, (overlay, heatmap) in zip(explanation.maps, method_files, strict=True)
+    ]
+    if as_json:
+        report = {
+            "image": first.source,
+            "predictions": [
+                {"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions
+            ],
+            "maps": [
+                {
+                    "method": method,
+                    "class_index": m.class_index,
+                    "label": m.label,
+                    "overlay": overlay,
+                    "heatmap": heatmap,
+                    "peak": list(m.peak),
+                }
+                for method, m, overlay, heatmap in maps
+            ],
+        }
+        return json.dumps(report | ({"grid": grid} if grid else {}))
+    width = max(len(p.label) for p in first.predictions + first.maps)
+    lines = [first.source]
+    lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
+    tag = len(explanations) > 1
+    lines += [
+        f"  map #{m.rank} {m.label:<{width}}{f' {method}' if tag else ''}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}"
+        for method, m, overlay, _ in maps
+    ]
+    lines += [f"  grid {grid}"] if grid else []
     return "\n".join(lines)
 
 

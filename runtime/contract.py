@@ -17,6 +17,9 @@ OUTPUT_GRADIENTS = "gradients"  # float32 [N, K, h, w, C]: d score / d feature_m
 OUTPUT_POOLED_GRADIENTS = "pooled_gradients"  # float32 [N, K, C]: gradients averaged over h, w
 OUTPUT_CAM = "cam"  # float32 [N, K, h, w]: ReLU(sum_c pooled_gradients * feature_maps)
 
+# Per layer: with several layers (`--layer a,b`), layer i > 0 adds these with the suffix ".i".
+LAYER_OUTPUTS = (OUTPUT_FEATURE_MAPS, OUTPUT_GRADIENTS, OUTPUT_POOLED_GRADIENTS, OUTPUT_CAM)
+
 OUTPUTS = (
     OUTPUT_PROBABILITIES,
     OUTPUT_EXPLAINED_CLASS,
@@ -33,6 +36,7 @@ META_LABELS = "onnxcam.labels"  # JSON list of class names, index = class
 META_INPUT_SIZE = "onnxcam.input_size"  # JSON [H, W]
 META_PREPROCESSING = "onnxcam.preprocessing"  # caffe | tf | torch | none (done inside the graph)
 META_LAYER = "onnxcam.layer"  # the Keras layer whose output is feature_maps
+META_LAYERS = "onnxcam.layers"  # JSON list of all target layers; [0] is META_LAYER
 META_SCORE = "onnxcam.score"  # logit | probability
 META_WEIGHTS = "onnxcam.weights"  # JSON {"source": ..., "sha256": ...}
 META_VERSIONS = "onnxcam.versions"  # JSON {"onnxcam", "tensorflow", "keras", "tf2onnx", "onnx", "opset"}
@@ -45,8 +49,14 @@ METADATA = (
     META_INPUT_SIZE,
     META_PREPROCESSING,
     META_LAYER,
+    META_LAYERS,
     META_SCORE,
     META_WEIGHTS,
     META_VERSIONS,
     META_SELF_CHECK,
 )
+
+
+def layer_output(name: str, layer_index: int) -> str:
+    """The output `name` (one of LAYER_OUTPUTS) of the layer_index-th target layer."""
+    return name if layer_index == 0 else f"{name}.{layer_index}"

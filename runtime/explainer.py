@@ -1,5 +1,6 @@
 """Explainer: one warm onnxruntime session; images in, predictions and class heatmaps out."""
 
+import copy
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,7 +11,7 @@ import onnxruntime as ort
 from . import contract, render
 from .errors import ImageError, ModelError, UsageError, one_line
 from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
-from .methods import METHODS
+from .methods import DEFAULT_MAX_CHANNELS, METHODS, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
 
@@ -18,6 +19,10 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 DEVICES = ("auto", "cpu", "cuda")
 ORT_LOG_ERRORS_ONLY = 3
+# aug_smooth: pytorch-grad-cam's test-time augmentation (ttach HorizontalFlip x Multiply), as
+# (flip, factor on the raw 0..255 pixels, not clipped); the first is the plain run.
+AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 0.9), (True, 1.0), (True, 1.1))
+PREDICTION_OUTPUTS = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_SCORE)
 
 
 def choose_providers(device: str, available: Sequence[str]) -> list[str]:
@@ -36,7 +41,15 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
 
 class Explainer:
     """Explains an onnxcam model's predictions. One instance may serve several threads:
-    it keeps no per-call state, and onnxruntime's `run` is thread-safe."""
+    it keeps no per-call state, and onnxruntime's `run` is thread-safe.
+
+    method: one of METHODS. With several target layers in the model, each layer's map is
+    normalised and upsampled, then the layers are averaged. aug_smooth: also explain the image
+    flipped horizontally and with its pixels x 0.9 / 1.1 (six runs, the same classes), flip the
+    maps back and average them. eigen_smooth: the first principal component of the weighted
+    activations instead of their sum. max_channels: Score-CAM re-runs the model for at most this
+    many channels per image (those of highest mean activation). No model run takes more than
+    batch_size images."""
 
     def __init__(
         self,
@@ -45,17 +58,22 @@ class Explainer:
         batch_size: int = 8,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         method: str = "gradcam",
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
+        max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> None:
-        if method not in METHODS:
-            raise UsageError(f"method {method!r}: unknown (use {', '.join(METHODS)})")
+        _check_method(method)
         if batch_size < 1:
             raise UsageError(f"batch size {batch_size}: must be at least 1")
         if max_pixels < 1:
             raise UsageError(f"max pixels {max_pixels}: must be at least 1")
+        if max_channels < 1:
+            raise UsageError(f"max channels {max_channels}: must be at least 1")
         self.model_path = os.fspath(model_path)
         self.batch_size = batch_size
         self.max_pixels = max_pixels
-        self.method = METHODS[method]()
+        self.aug_smooth = aug_smooth
+        self._options = Options(eigen_smooth=eigen_smooth, max_channels=max_channels)
         self._session = _open_session(
             self.model_path, choose_providers(device, ort.get_available_providers())
         )
@@ -63,8 +81,24 @@ class Explainer:
         if device == "cuda" and self.provider != CUDA:
             raise UsageError(f"device cuda: {CUDA} failed to load (check the CUDA and cuDNN libraries)")
         self.card: ModelCard = read_model_card(self.model_path, self._session)
-        always = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS)
-        self._output_names = list(dict.fromkeys(always + self.method.required_outputs))
+        self._use_method(method)
+
+    def with_method(self, method: str) -> "Explainer":
+        """The same model, session and settings, with another CAM method."""
+        _check_method(method)
+        other = copy.copy(self)
+        other._use_method(method)
+        return other
+
+    def _use_method(self, method: str) -> None:
+        self.method = METHODS[method](self._options)
+        layer_outputs = [
+            contract.layer_output(name, i)
+            for i in range(len(self.card.layers))
+            for name in self.method.layer_outputs
+        ]
+        always = [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS]
+        self._output_names = list(dict.fromkeys(always + layer_outputs))
 
     def explain(
         self,
@@ -130,29 +164,70 @@ class Explainer:
         good = [image for _, image in decoded if isinstance(image, np.ndarray)]
         if not good:
             return [Outcome(source, error=error) for source, error in decoded]
-        outputs = self._run(good, targets)
-        raw_maps = iter(self.method.raw_maps(outputs))
-        probabilities = iter(outputs[contract.OUTPUT_PROBABILITIES])
-        explained = iter(outputs[contract.OUTPUT_EXPLAINED_CLASS])
+        inputs = np.stack([resize_for_model(image, self.card.input_size) for image in good])
+        outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(targets, (len(good), 1)))
+        position = iter(range(len(good)))
         outcomes = []
         for source, image in decoded:
             if isinstance(image, ImageError):
                 outcomes.append(Outcome(source, error=image))
                 continue
+            n = next(position)
             explanation = self._explanation(
-                source, image, next(probabilities), next(explained), next(raw_maps), top_k
+                source,
+                image,
+                outputs[contract.OUTPUT_PROBABILITIES][n],
+                outputs[contract.OUTPUT_EXPLAINED_CLASS][n],
+                [maps[n] for maps in raw_maps],
+                top_k,
             )
             outcomes.append(Outcome(source, explanation=explanation))
         return outcomes
 
-    def _run(self, images: list[np.ndarray], targets: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs_and_maps(
+        self, inputs: np.ndarray, class_index: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """The plain run's outputs, and raw maps [N, K, h, w]: one per target layer, and with
+        aug_smooth one per layer and augmentation (the same classes, maps flipped back)."""
+        outputs = self._run(inputs, class_index)
+        explained = outputs[contract.OUTPUT_EXPLAINED_CLASS]
+        raw_maps = self._raw_maps(inputs, outputs)
+        for flip, factor in AUGMENTATIONS[1:] if self.aug_smooth else ():
+            augmented = inputs * np.float32(factor)
+            augmented = augmented[:, :, ::-1] if flip else augmented
+            maps = self._raw_maps(augmented, self._run(augmented, explained))
+            raw_maps += [layer_maps[..., ::-1] if flip else layer_maps for layer_maps in maps]
+        return outputs, raw_maps
+
+    def _run(self, inputs: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
+        """The method's outputs for model inputs [N, H, W, 3] and class_index [N, K]."""
+        return self._fetch(self._output_names, inputs, class_index)
+
+    def _predict(self, inputs: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
+        """Only the predictions and scores: what a method may ask for other images (Score-CAM)."""
+        return self._fetch(PREDICTION_OUTPUTS, inputs, class_index)
+
+    def _fetch(
+        self, names: Sequence[str], inputs: np.ndarray, class_index: np.ndarray
+    ) -> dict[str, np.ndarray]:
         feeds = {
-            contract.INPUT_IMAGE: np.stack(
-                [resize_for_model(image, self.card.input_size) for image in images]
-            ),
-            contract.INPUT_CLASS_INDEX: np.tile(targets, (len(images), 1)),
+            contract.INPUT_IMAGE: np.ascontiguousarray(inputs, dtype=np.float32),
+            contract.INPUT_CLASS_INDEX: np.ascontiguousarray(class_index, dtype=np.int64),
         }
-        return dict(zip(self._output_names, self._session.run(self._output_names, feeds), strict=True))
+        return dict(zip(names, self._session.run(list(names), feeds), strict=True))
+
+    def _raw_maps(self, inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The method's raw maps [N, K, h, w], one array per target layer."""
+        maps = []
+        for i in range(len(self.card.layers)):
+            layer_outputs = {
+                name: outputs[contract.layer_output(name, i)] for name in self.method.layer_outputs
+            }
+            layer_outputs[contract.OUTPUT_EXPLAINED_CLASS] = outputs[contract.OUTPUT_EXPLAINED_CLASS]
+            maps.append(
+                self.method.raw_maps(LayerInputs(layer_outputs, inputs, self._predict, self.batch_size))
+            )
+        return maps
 
     def _explanation(
         self,
@@ -160,21 +235,27 @@ class Explainer:
         image: np.ndarray,
         probabilities: np.ndarray,
         explained: np.ndarray,
-        raw_maps: np.ndarray,
+        raw_maps: list[np.ndarray],
         top_k: int,
     ) -> Explanation:
+        """raw_maps: [K, h, w] per target layer (and augmentation), fused per class."""
         labels = self.card.labels
         order = np.argsort(-probabilities, kind="stable")
         rank = np.empty(len(order), dtype=int)
         rank[order] = np.arange(1, len(order) + 1)
         predictions = tuple(Prediction(int(c), labels[c], float(probabilities[c])) for c in order[:top_k])
         maps = []
-        for class_index, raw_map in zip(explained.tolist(), raw_maps, strict=True):
-            heat = render.heatmap(raw_map, image.shape[:2])
+        for k, class_index in enumerate(explained.tolist()):
+            heat = render.fuse([layer_maps[k] for layer_maps in raw_maps], image.shape[:2])
             maps.append(
                 ClassMap(class_index, labels[class_index], int(rank[class_index]), heat, render.peak(heat))
             )
-        return Explanation(source, image, predictions, tuple(maps))
+        return Explanation(source, image, predictions, tuple(maps), self.method.name)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UsageError(f"method {method!r}: unknown (use {', '.join(METHODS)})")
 
 
 def _open_session(path: str, providers: list[str]) -> ort.InferenceSession:

@@ -33,6 +33,7 @@ class ModelCard:
     input_size: tuple[int, int]  # (height, width)
     preprocessing: str  # done inside the graph; informational
     layer: str  # the layer whose output is feature_maps
+    layers: tuple[str, ...]  # every target layer; layers[i] gives the outputs contract.layer_output(name, i)
     score: str  # logit | probability
     weights: dict[str, Any]
     versions: dict[str, Any]
@@ -62,6 +63,7 @@ def read_model_card(path: str, session: ort.InferenceSession) -> ModelCard:
         input_size=_input_size(path, metadata),
         **{_field(key): _text(path, metadata, key) for key in TEXT_KEYS},
         **{_field(key): _json_object(path, metadata, key) for key in JSON_OBJECT_KEYS},
+        layers=_layers(path, metadata),
     )
     _check_signature(card, session)
     return card
@@ -109,13 +111,34 @@ def _input_size(path: str, metadata: dict[str, str]) -> tuple[int, int]:
     return size[0], size[1]
 
 
+def _layers(path: str, metadata: dict[str, str]) -> tuple[str, ...]:
+    layers = _json(path, metadata, contract.META_LAYERS)
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(x, str) and x.strip() for x in layers)
+    ):
+        raise ModelError(
+            f"{path}: metadata {contract.META_LAYERS} must be a non-empty JSON list of layer names"
+        )
+    if layers[0] != metadata[contract.META_LAYER]:
+        raise ModelError(
+            f"{path}: metadata {contract.META_LAYERS} starts with {layers[0]!r}, "
+            f"not {contract.META_LAYER} {metadata[contract.META_LAYER]!r}"
+        )
+    return tuple(layers)
+
+
 def _check_signature(card: ModelCard, session: ort.InferenceSession) -> None:
     """The graph's inputs and outputs must be those the contract names, with matching sizes."""
     inputs = {node.name: node for node in session.get_inputs()}
     outputs = {node.name: node for node in session.get_outputs()}
     expected_inputs = (contract.INPUT_IMAGE, contract.INPUT_CLASS_INDEX)
     missing = [name for name in expected_inputs if name not in inputs]
-    missing += [name for name in contract.OUTPUTS if name not in outputs]
+    expected_outputs = contract.OUTPUTS + tuple(
+        contract.layer_output(name, i) for i in range(1, len(card.layers)) for name in contract.LAYER_OUTPUTS
+    )
+    missing += [name for name in expected_outputs if name not in outputs]
     if missing:
         raise ModelError(
             f"{card.path}: not an onnxcam model (graph lacks {', '.join(missing)}); {EXPORT_HINT}"

@@ -1,14 +1,17 @@
-"""Heatmaps, colour and files: normalise, upsample, JET overlay, peak, atomic saves."""
+"""Heatmaps, colour and files: normalise, upsample, fuse, JET overlay, peak, contact sheets,
+atomic saves."""
 
 import io
 import os
 import uuid
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 EPS = 1e-7
 OVERLAY_ALPHA = 0.4
+SHEET_TILE_HEIGHT = 256
 
 
 def heatmap(raw_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -19,6 +22,17 @@ def heatmap(raw_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     height, width = size
     upsampled = cv2.resize(normalised, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(upsampled, 0, 1).astype(np.float32)
+
+
+def fuse(raw_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
+    """The mean of heatmap(m, size) over raw maps of one class and image: one per target layer
+    (and per test-time augmentation, flipped back). pytorch-grad-cam's aggregate_multi_layers
+    without its final rescale, so that one map gives exactly heatmap(m, size); where the maps
+    disagree the fused map stays below 1."""
+    total = heatmap(raw_maps[0], size)
+    for raw_map in raw_maps[1:]:
+        total += heatmap(raw_map, size)
+    return total / np.float32(len(raw_maps))
 
 
 def peak(heat: np.ndarray) -> tuple[int, int]:
@@ -37,6 +51,25 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """clip(jet(heat) * 0.4 + image, 0, 255) as HxWx3 uint8 RGB; `heat` has the image's size."""
     blended = jet(heat).astype(np.float32) * OVERLAY_ALPHA + image.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def contact_sheet(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> np.ndarray:
+    """(caption, HxWx3 uint8 RGB) tiles of one size side by side, rows stacked; each tile scaled
+    to SHEET_TILE_HEIGHT pixels high, its caption written in its top-left corner."""
+    height, width = rows[0][0][1].shape[:2]
+    size = (max(1, round(width * SHEET_TILE_HEIGHT / height)), SHEET_TILE_HEIGHT)
+    tiles = [
+        [_captioned(cv2.resize(tile, size, interpolation=cv2.INTER_AREA), caption) for caption, tile in row]
+        for row in rows
+    ]
+    return np.vstack([np.hstack(row) for row in tiles])
+
+
+def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
+    """White text with a black outline, legible on any colour."""
+    for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(tile, caption, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, colour, thickness, cv2.LINE_AA)
+    return tile
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:

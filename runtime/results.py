@@ -36,6 +36,7 @@ class Explanation:
     image: np.ndarray  # the decoded original, HxWx3 uint8 RGB
     predictions: tuple[Prediction, ...]  # top-k, most probable first
     maps: tuple[ClassMap, ...]  # one per explained class, in the order asked
+    method: str  # the CAM method that made the maps
 
     @property
     def heatmaps(self) -> list[np.ndarray]:

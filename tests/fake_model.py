@@ -1,9 +1,11 @@
 """A tiny onnxcam model written with onnx.helper, for the runtime's tests (no TensorFlow).
 
-image [N, 32, 32, 3] -> /255 -> 4x4 average pool -> feature_maps [N, 8, 8, 3] (the image's colours,
-coarse) -> global average -> logits = mean colour @ WEIGHTS -> softmax. The gradient of a logit
-with respect to feature_maps is WEIGHTS[c, k] / 64 at every position, so a coloured blob lights up
-the cam of its colour class exactly where it is.
+image [N, 32, 32, 3] -> /255 -> 2x2 average pool -> 2x2 average pool -> feature_maps [N, 8, 8, 3]
+(the image's colours, coarse) -> global average -> logits = mean colour @ WEIGHTS -> softmax. The
+gradient of a logit with respect to feature_maps is WEIGHTS[c, k] / 64 at every position, so a
+coloured blob lights up the cam of its colour class exactly where it is. With `layers=2` the first
+pool's output is a second target layer, feature_maps.1 [N, 16, 16, 3], whose gradient is
+WEIGHTS[c, k] / 256 at every position.
 """
 
 import json
@@ -22,9 +24,11 @@ WEIGHTS = np.array(  # [channel, class]
 INPUT_SIZE = (32, 32)
 POOL = 4
 MAP_SIZE = (INPUT_SIZE[0] // POOL, INPUT_SIZE[1] // POOL)
+FINE_MAP_SIZE = (INPUT_SIZE[0] // 2, INPUT_SIZE[1] // 2)  # layer 1 of a two-layer fake
+LAYERS = ("average_pool", "fine_average_pool")
 
 
-def fake_metadata(labels: list[str] = LABELS) -> dict[str, str]:
+def fake_metadata(labels: list[str] = LABELS, layers: int = 1) -> dict[str, str]:
     """The metadata an onnxcam export writes, filled in for the fake model."""
     return {
         contract.META_FORMAT: contract.FORMAT,
@@ -32,7 +36,8 @@ def fake_metadata(labels: list[str] = LABELS) -> dict[str, str]:
         contract.META_LABELS: json.dumps(labels),
         contract.META_INPUT_SIZE: json.dumps(list(INPUT_SIZE)),
         contract.META_PREPROCESSING: "none",
-        contract.META_LAYER: "average_pool",
+        contract.META_LAYER: LAYERS[0],
+        contract.META_LAYERS: json.dumps(list(LAYERS[:layers])),
         contract.META_SCORE: "logit",
         contract.META_WEIGHTS: json.dumps({"source": "tests/fake_model.py", "sha256": "0" * 64}),
         contract.META_VERSIONS: json.dumps({"onnxcam": "0.1.0", "onnx": onnx.__version__, "opset": 17}),
@@ -40,24 +45,24 @@ def fake_metadata(labels: list[str] = LABELS) -> dict[str, str]:
     }
 
 
-def write_fake_model(path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write the fake model to `path` with `metadata` (default: fake_metadata())."""
-    h, w = MAP_SIZE
+def write_fake_model(path: str | Path, metadata: dict[str, str] | None = None, layers: int = 1) -> Path:
+    """Write the fake model to `path` with `metadata` (default: fake_metadata(layers=layers)), with
+    one target layer (feature_maps, 8x8) or two (and feature_maps.1, 16x16)."""
     constants = [
         numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "inverse_255"),
         numpy_helper.from_array(WEIGHTS, "weights"),
-        numpy_helper.from_array(np.ascontiguousarray(WEIGHTS.T) / (h * w), "pooled_gradient_table"),
         numpy_helper.from_array(np.array(0, dtype=np.int64), "zero"),
         numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "axes_hw"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_k"),
         numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_channel"),
-        numpy_helper.from_array(np.array([1, 1, h, w, 1], dtype=np.int64), "map_shape"),
     ]
     node = helper.make_node
+    fine = contract.layer_output(contract.OUTPUT_FEATURE_MAPS, 1)
     nodes = [
         node("Mul", ["image", "inverse_255"], ["scaled"]),
         node("Transpose", ["scaled"], ["nchw"], perm=[0, 3, 1, 2]),
-        node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[POOL, POOL], strides=[POOL, POOL]),
+        node("AveragePool", ["nchw"], ["fine_pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("AveragePool", ["fine_pooled"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
         node("Transpose", ["pooled"], [contract.OUTPUT_FEATURE_MAPS], perm=[0, 2, 3, 1]),
         node("ReduceMean", [contract.OUTPUT_FEATURE_MAPS], ["mean_colour"], axes=[1, 2], keepdims=0),
         node("MatMul", ["mean_colour", "weights"], ["logits"]),
@@ -72,30 +77,25 @@ def write_fake_model(path: str | Path, metadata: dict[str, str] | None = None) -
             [contract.OUTPUT_EXPLAINED_CLASS],
         ),
         node("GatherElements", ["logits", contract.OUTPUT_EXPLAINED_CLASS], [contract.OUTPUT_SCORE], axis=1),
-        node(
-            "Gather",
-            ["pooled_gradient_table", contract.OUTPUT_EXPLAINED_CLASS],
-            [contract.OUTPUT_POOLED_GRADIENTS],
-            axis=0,
-        ),
-        node("Unsqueeze", [contract.OUTPUT_POOLED_GRADIENTS, "axes_hw"], ["pooled_5d"]),
-        node("Expand", ["pooled_5d", "map_shape"], [contract.OUTPUT_GRADIENTS]),
-        node("Unsqueeze", [contract.OUTPUT_FEATURE_MAPS, "axis_k"], ["maps_5d"]),
-        node("Mul", ["maps_5d", "pooled_5d"], ["weighted"]),
-        node("ReduceSum", ["weighted", "axis_channel"], ["cam_sum"], keepdims=0),
-        node("Relu", ["cam_sum"], [contract.OUTPUT_CAM]),
     ]
+    nodes += _gradient_nodes(0, MAP_SIZE, constants)
+    if layers == 2:
+        nodes.append(node("Transpose", ["fine_pooled"], [fine], perm=[0, 2, 3, 1]))
+        nodes += _gradient_nodes(1, FINE_MAP_SIZE, constants)
     float_, int64 = TensorProto.FLOAT, TensorProto.INT64
     classes, channels = WEIGHTS.shape[1], WEIGHTS.shape[0]
     outputs = {
         contract.OUTPUT_PROBABILITIES: (float_, ["N", classes]),
         contract.OUTPUT_EXPLAINED_CLASS: (int64, ["N", "K"]),
         contract.OUTPUT_SCORE: (float_, ["N", "K"]),
-        contract.OUTPUT_FEATURE_MAPS: (float_, ["N", h, w, channels]),
-        contract.OUTPUT_GRADIENTS: (float_, ["N", "K", h, w, channels]),
-        contract.OUTPUT_POOLED_GRADIENTS: (float_, ["N", "K", channels]),
-        contract.OUTPUT_CAM: (float_, ["N", "K", h, w]),
     }
+    for layer, (h, w) in list(enumerate((MAP_SIZE, FINE_MAP_SIZE)))[:layers]:
+        outputs |= {
+            contract.layer_output(contract.OUTPUT_FEATURE_MAPS, layer): (float_, ["N", h, w, channels]),
+            contract.layer_output(contract.OUTPUT_GRADIENTS, layer): (float_, ["N", "K", h, w, channels]),
+            contract.layer_output(contract.OUTPUT_POOLED_GRADIENTS, layer): (float_, ["N", "K", channels]),
+            contract.layer_output(contract.OUTPUT_CAM, layer): (float_, ["N", "K", h, w]),
+        }
     graph = helper.make_graph(
         nodes,
         "onnxcam_fake",
@@ -109,7 +109,42 @@ def write_fake_model(path: str | Path, metadata: dict[str, str] | None = None) -
         ],
         initializer=constants,
     )
-    return _save(graph, path, fake_metadata() if metadata is None else metadata)
+    return _save(graph, path, fake_metadata(layers=layers) if metadata is None else metadata)
+
+
+def _gradient_nodes(
+    layer: int, size: tuple[int, int], constants: list[onnx.TensorProto]
+) -> list[onnx.NodeProto]:
+    """gradients, pooled_gradients and cam of target layer `layer`, whose map is `size`: the
+    logits are the mean of feature_maps @ WEIGHTS, so the gradient is WEIGHTS / (h * w) everywhere."""
+    h, w = size
+    pooled, gradients, feature_maps, cam = (
+        contract.layer_output(output, layer)
+        for output in (
+            contract.OUTPUT_POOLED_GRADIENTS,
+            contract.OUTPUT_GRADIENTS,
+            contract.OUTPUT_FEATURE_MAPS,
+            contract.OUTPUT_CAM,
+        )
+    )
+    table, shape = f"pooled_gradient_table_{layer}", f"map_shape_{layer}"
+    constants += [
+        numpy_helper.from_array(np.ascontiguousarray(WEIGHTS.T) / (h * w), table),
+        numpy_helper.from_array(np.array([1, 1, h, w, 1], dtype=np.int64), shape),
+    ]
+    node = helper.make_node
+    pooled_5d, maps_5d, weighted, cam_sum = (
+        f"{x}_{layer}" for x in ("pooled_5d", "maps_5d", "weighted", "cam_sum")
+    )
+    return [
+        node("Gather", [table, contract.OUTPUT_EXPLAINED_CLASS], [pooled], axis=0),
+        node("Unsqueeze", [pooled, "axes_hw"], [pooled_5d]),
+        node("Expand", [pooled_5d, shape], [gradients]),
+        node("Unsqueeze", [feature_maps, "axis_k"], [maps_5d]),
+        node("Mul", [maps_5d, pooled_5d], [weighted]),
+        node("ReduceSum", [weighted, "axis_channel"], [cam_sum], keepdims=0),
+        node("Relu", [cam_sum], [cam]),
+    ]
 
 
 def write_identity_model(path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -23,7 +23,7 @@ def session(resnet50_export):
 def test_cli_prints_one_line_per_step_and_nothing_on_stderr(resnet50_export):
     lines = resnet50_export.stdout.splitlines()
     assert [line.split(":")[0].split(" ")[0] for line in lines] == [
-        "model", "layer", "converted", "self-check", "plain", "wrote"
+        "model", "layer", "converted", "self-check", "wrote", "plain"
     ]
     assert "conv5_block3_out (7x7x2048)" in lines[1]
     assert resnet50_export.stderr == ""

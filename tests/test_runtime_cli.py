@@ -14,6 +14,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from runtime import Explainer, render
 from runtime.cli import main
 from tests.fake_model import blob_image, write_fake_model, write_identity_model
 
@@ -87,7 +88,8 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
             )
         stem = Path(report["image"]).stem
         for rank, entry in enumerate(report["maps"], start=1):
-            assert set(entry) == {"class_index", "label", "overlay", "heatmap", "peak"}
+            assert set(entry) == {"method", "class_index", "label", "overlay", "heatmap", "peak"}
+            assert entry["method"] == "gradcam"
             label = entry["label"].replace(" ", "_")
             assert entry["overlay"] == str(out / f"{stem}_{rank}_{label}_overlay.png")
             assert entry["heatmap"] == str(out / f"{stem}_{rank}_{label}_heatmap.npy")
@@ -200,6 +202,15 @@ def corrupt_model(tmp_path: Path) -> Path:
         (lambda tmp, model: ["--model", model, "--class", "7"], "class index 7: out of range"),
         (lambda tmp, model: ["--model", model, "--top-k", "9"], "top_k 9: must be between 1"),
         (lambda tmp, model: ["--model", model, "--batch-size", "0"], "batch size 0: must be at least 1"),
+        (lambda tmp, model: ["--model", model, "--max-channels", "0"], "max channels 0: must be at least 1"),
+        (
+            lambda tmp, model: ["--model", model, "--method", "gradcam,magic"],
+            "arguments: argument --method: unknown method 'magic' (use gradcam, gradcam++,",
+        ),
+        (
+            lambda tmp, model: ["--model", model, "--method", "eigencam,eigencam"],
+            "arguments: argument --method: a method given twice in 'eigencam,eigencam'",
+        ),
         (lambda tmp, model: ["--model", model, "--class", "two"], "arguments: argument --class: invalid int"),
         (
             lambda tmp, model: ["--model", model, "--device", "tpu"],
@@ -282,3 +293,50 @@ def test_help_documents_the_exit_codes():
     result = run_cli("--help")
     assert result.returncode == 0
     assert "exit codes:" in result.stdout and "2  the run could not start" in result.stdout
+
+
+def test_several_methods_name_their_files_and_grid_writes_one_contact_sheet(model_path, tmp_path, capsys):
+    image = save(tmp_path / "red.png", blob_image(60, 90, RED_BOX))
+    out = tmp_path / "out"
+    methods = ["gradcam", "scorecam", "eigencam"]
+    arguments = [str(image), "--model", str(model_path), "--out", str(out), "--top-k", "2", "--grid"]
+    assert main([*arguments, "--method", ",".join(methods), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"onnxcam: {model_path}: fake, layer average_pool, gradcam, scorecam, eigencam on CPUExecutionProvider"
+    ]
+    report = json.loads(captured.out)
+    assert [(m["method"], m["label"]) for m in report["maps"]] == [
+        (method, label) for method in methods for label in ("red", "bright white")
+    ]
+    names = [Path(entry["overlay"]).name for entry in report["maps"]]
+    assert names == [
+        f"red_{rank}_{method}_overlay.png" for method in methods for rank in ("1_red", "2_bright_white")
+    ]
+    assert report["grid"] == str(out / "red_grid.png")
+    grid = cv2.cvtColor(cv2.imread(report["grid"]), cv2.COLOR_BGR2RGB)
+    tile_width = 90 * render.SHEET_TILE_HEIGHT // 60
+    assert grid.shape == (2 * render.SHEET_TILE_HEIGHT, (1 + 3) * tile_width, 3)  # a row per class
+    explanation = Explainer(model_path, device="cpu", method="scorecam").explain(blob_image(60, 90, RED_BOX))
+    scorecam_tile = grid[render.SHEET_TILE_HEIGHT :, 2 * tile_width : 3 * tile_width]  # 2nd class, 2nd method
+    np.testing.assert_array_equal(
+        scorecam_tile, render.contact_sheet([[("scorecam", explanation.overlays[1])]])
+    )
+    assert len(os.listdir(out)) == 3 * 2 * 2 + 1  # nothing else, no temporary files
+    assert main([*arguments, "--method", "layercam"]) == 0  # one method: no method in names or table
+    table = capsys.readouterr().out
+    assert "layercam" not in table and f"  grid {out / 'red_grid.png'}" in table
+    assert (out / "red_1_red_overlay.png").is_file()
+
+
+def test_smoothing_and_channel_flags_reach_the_explainer(model_path, tmp_path, capsys):
+    image = blob_image(60, 90, RED_BOX)
+    path = save(tmp_path / "red.png", image)
+    flags = ["--method", "scorecam", "--aug-smooth", "--eigen-smooth", "--max-channels", "2", "--json"]
+    assert main([str(path), "--model", str(model_path), "--out", str(tmp_path / "out"), *flags]) == 0
+    heatmap = np.load(json.loads(capsys.readouterr().out)["maps"][0]["heatmap"])
+    options = {"aug_smooth": True, "eigen_smooth": True, "max_channels": 2}
+    expected = Explainer(model_path, device="cpu", method="scorecam", **options).explain(image).heatmaps[0]
+    np.testing.assert_allclose(heatmap, expected, atol=1e-6)
+    plain = Explainer(model_path, device="cpu", method="scorecam").explain(image).heatmaps[0]
+    assert not np.allclose(heatmap, plain, atol=1e-3)

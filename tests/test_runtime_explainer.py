@@ -7,9 +7,10 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from runtime import Explainer, Explanation, ImageError, UsageError
-from runtime.explainer import choose_providers
-from tests.fake_model import LABELS, blob_image, write_fake_model
+from runtime import Explainer, Explanation, ImageError, UsageError, contract, render
+from runtime.explainer import AUGMENTATIONS, choose_providers
+from runtime.methods import METHODS, CamMethod
+from tests.fake_model import LABELS, LAYERS, blob_image, write_fake_model
 
 RED_BOX = (50, 10, 80, 30)  # x0, y0, x1, y1 in a 60x90 image
 
@@ -192,6 +193,7 @@ def test_the_explainer_says_which_provider_it_used(model_path, monkeypatch):
         ({"method": "magic"}, "method 'magic': unknown"),
         ({"batch_size": 0}, "batch size 0"),
         ({"max_pixels": 0}, "max pixels 0"),
+        ({"max_channels": 0}, "max channels 0"),
     ],
 )
 def test_bad_settings(model_path, options, problem):
@@ -205,3 +207,86 @@ def test_max_pixels_applies_to_every_input(model_path):
         explainer.explain_each([blob_image(20, 20, (0, 0, 5, 5)), blob_image(40, 40, (0, 0, 5, 5))])
     )
     assert outcomes[0].error is None and "over the limit of 1000" in str(outcomes[1].error)
+
+
+class RecordingSession:
+    """Passes runs on to onnxruntime and keeps what each one was asked for."""
+
+    def __init__(self, session):
+        self.session = session
+        self.runs = []
+
+    def run(self, output_names, feeds):
+        self.runs.append((list(output_names), {name: value.copy() for name, value in feeds.items()}))
+        return self.session.run(output_names, feeds)
+
+
+def test_two_layers_give_the_mean_of_each_layers_normalised_upsampled_map(tmp_path):
+    explainer = Explainer(write_fake_model(tmp_path / "two.onnx", layers=2), device="cpu")
+    assert explainer.card.layers == LAYERS and explainer.card.layer == LAYERS[0]
+    explainer._session = recording = RecordingSession(explainer._session)
+    image = blob_image(48, 40, (5, 30, 17, 41), (0, 0, 255))
+    explanation = explainer.explain(image, class_index=[2, 0])
+    ((fetched, feeds),) = recording.runs
+    assert fetched[2:] == [contract.OUTPUT_CAM, contract.layer_output(contract.OUTPUT_CAM, 1)]
+    coarse, fine = recording.session.run(fetched[2:], feeds)
+    for k, class_map in enumerate(explanation.maps):
+        assert fine[0, k].shape == (16, 16) and coarse[0, k].shape == (8, 8)
+        expected = (render.heatmap(coarse[0, k], (48, 40)) + render.heatmap(fine[0, k], (48, 40))) / 2
+        np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-6)
+    assert not np.allclose(explanation.maps[0].heatmap, render.heatmap(coarse[0, 0], (48, 40)), atol=1e-2)
+
+
+class FixedMap(CamMethod):
+    """A map that ignores the image: an L in the top-left corner, for every class."""
+
+    name = "fixed"
+    layer_outputs = (contract.OUTPUT_FEATURE_MAPS,)
+    MAP = np.zeros((4, 4), np.float32)
+    MAP[0, :3] = MAP[:3, 0] = 1
+
+    def raw_maps(self, layer):
+        classes = layer.outputs[contract.OUTPUT_EXPLAINED_CLASS].shape[1]
+        return np.broadcast_to(self.MAP, (len(layer.images), classes, 4, 4))
+
+
+def test_aug_smooth_flips_the_maps_of_flipped_runs_back(model_path, monkeypatch):
+    """Three plain runs give the L, three flipped ones the L mirrored back: the mean is both."""
+    monkeypatch.setitem(METHODS, "fixed", FixedMap)
+    image = blob_image(32, 32, (0, 0, 8, 8))
+    smooth = Explainer(model_path, device="cpu", method="fixed", aug_smooth=True).explain(image)
+    mirrored = (FixedMap.MAP + FixedMap.MAP[:, ::-1]) / 2
+    np.testing.assert_allclose(smooth.maps[0].heatmap, render.heatmap(mirrored, (32, 32)), atol=1e-6)
+
+
+def test_aug_smooth_runs_flips_and_intensities_of_the_same_classes(model_path):
+    explainer = Explainer(model_path, device="cpu", aug_smooth=True)
+    explainer._session = recording = RecordingSession(explainer._session)
+    image = blob_image(32, 32, (3, 20, 11, 30), (0, 255, 0))  # asymmetric: bottom left
+    smooth = explainer.explain(image, top_k=2)
+    plain = Explainer(model_path, device="cpu").explain(image, top_k=2)
+    assert len(recording.runs) == len(AUGMENTATIONS) == 6
+    first_feeds = recording.runs[0][1]
+    explained = np.array([[m.class_index for m in plain.maps]])
+    assert (first_feeds[contract.INPUT_CLASS_INDEX] == -1).all()
+    for (flip, factor), (_, feeds) in zip(AUGMENTATIONS[1:], recording.runs[1:], strict=True):
+        expected = image[None].astype(np.float32) * np.float32(factor)
+        np.testing.assert_array_equal(feeds[contract.INPUT_IMAGE], expected[:, :, ::-1] if flip else expected)
+        np.testing.assert_array_equal(feeds[contract.INPUT_CLASS_INDEX], explained)
+    assert_same(smooth, plain)  # the fake's maps follow the blob when flipped, whatever the intensity
+    assert smooth.maps[0].label == "green" and smooth.maps[0].peak[0] < 11
+
+
+def test_with_method_shares_the_session_and_settings(model_path):
+    explainer = Explainer(model_path, device="cpu", batch_size=3, aug_smooth=True)
+    other = explainer.with_method("layercam")
+    assert other._session is explainer._session and other.method.name == "layercam"
+    assert (other.batch_size, other.aug_smooth) == (3, True) and explainer.method.name == "gradcam"
+    image = blob_image(32, 32, (0, 0, 8, 8))
+    assert explainer.explain(image).method == "gradcam"
+    assert_same(
+        other.explain(image),
+        Explainer(model_path, device="cpu", method="layercam", aug_smooth=True).explain(image),
+    )
+    with pytest.raises(UsageError, match="method 'magic': unknown"):
+        explainer.with_method("magic")

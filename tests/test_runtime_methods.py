@@ -1,15 +1,19 @@
-"""CAM methods against plain numpy formulas; Grad-CAM fetches only the graph's cam."""
+"""CAM methods against plain numpy formulas written out here, on the fake model's outputs and on
+random feature maps and gradients; Score-CAM against a loop of onnxruntime runs; what each fetches."""
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from runtime import contract
-from runtime.explainer import Explainer
-from runtime.methods import METHODS, GradCam, WeightedCam
+from runtime import contract, render
+from runtime.explainer import PREDICTION_OUTPUTS, Explainer
+from runtime.methods import METHODS, GradCam, LayerInputs, Options, WeightedCam, first_component
 from tests.fake_model import blob_image, write_fake_model
 
 EPS = 1e-7
+GRADIENT_METHODS = ["gradcam++", "xgradcam", "hirescam", "layercam"]
+WEIGHTED_METHODS = ["gradcam", *GRADIENT_METHODS, "scorecam"]
 
 
 @pytest.fixture(scope="module")
@@ -18,116 +22,264 @@ def model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def outputs(model_path):
+def session(model_path):
+    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fake_outputs(session, images):
     """All outputs of the fake model for two images, three classes each."""
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(5)
-    images = rng.uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     feeds = {contract.INPUT_IMAGE: images, contract.INPUT_CLASS_INDEX: np.array([[-1, 2, 0], [1, -1, -1]])}
     return dict(zip(contract.OUTPUTS, session.run(list(contract.OUTPUTS), feeds), strict=True))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def random_outputs():
-    """Feature maps and gradients with no structure, signs mixed: [N=2, K=3, h=4, w=5, C=6]."""
+    """Feature maps and gradients with no structure, gradient signs mixed: [N=2, K=3, h=4, w=5, C=6]."""
     rng = np.random.default_rng(6)
+    feature_maps = rng.random((2, 4, 5, 6), dtype=np.float32)
+    gradients = rng.normal(size=(2, 3, 4, 5, 6)).astype(np.float32)
+    pooled = gradients.mean(axis=(2, 3))
     return {
-        contract.OUTPUT_FEATURE_MAPS: rng.random((2, 4, 5, 6), dtype=np.float32),
-        contract.OUTPUT_GRADIENTS: rng.normal(size=(2, 3, 4, 5, 6)).astype(np.float32),
+        contract.OUTPUT_FEATURE_MAPS: feature_maps,
+        contract.OUTPUT_GRADIENTS: gradients,
+        contract.OUTPUT_POOLED_GRADIENTS: pooled,
+        contract.OUTPUT_CAM: np.maximum(np.einsum("nkc,nhwc->nkhw", pooled, feature_maps), 0),
+        contract.OUTPUT_EXPLAINED_CLASS: np.array([[0, 1, 2], [3, 2, 1]]),
     }
 
 
-def grad_cam_by_hand(feature_maps, gradients, n, k):
-    """Grad-CAM for one image and class, written out with loops over channels."""
-    pooled = gradients[n, k].mean(axis=(0, 1))
-    cam = sum(pooled[c] * feature_maps[n, :, :, c] for c in range(feature_maps.shape[-1]))
+@pytest.fixture(params=["fake", "random"])
+def outputs(request, fake_outputs, random_outputs):
+    return fake_outputs if request.param == "fake" else random_outputs
+
+
+def score_run(session):
+    """What the explainer hands a method: the fake model's predictions for other images."""
+
+    def run(images, class_index):
+        feeds = {contract.INPUT_IMAGE: images, contract.INPUT_CLASS_INDEX: class_index}
+        return dict(zip(PREDICTION_OUTPUTS, session.run(list(PREDICTION_OUTPUTS), feeds), strict=True))
+
+    return run
+
+
+def layer(outputs, images=None, run=None, batch_size=8) -> LayerInputs:
+    return LayerInputs(outputs, images, run, batch_size)
+
+
+def principal_projection(matrix: np.ndarray) -> np.ndarray:
+    """[positions, channels] -> [positions]: centred, projected on the top eigenvector of its
+    covariance (eigh, not SVD), signed to agree with the row sums."""
+    centred = matrix - matrix.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T.astype(np.float64) @ centred)
+    projection = centred @ vectors[:, -1]
+    return projection if projection @ matrix.sum(axis=1) >= 0 else -projection
+
+
+def weighted_activations(method, feature_maps, gradients, n, k):
+    """[h, w, C]: each method's weights times the activations, from its paper's definition."""
+    A, g = feature_maps[n].astype(np.float64), gradients[n, k].astype(np.float64)  # [h, w, C]
+    channels = range(A.shape[-1])
+    if method == "gradcam":
+        weights = [g[..., c].mean() for c in channels]
+    elif method == "gradcam++":
+        alpha = g**2 / (2 * g**2 + A.sum(axis=(0, 1)) * g**3 + EPS)
+        alpha[g == 0] = 0
+        weights = [(np.maximum(g[..., c], 0) * alpha[..., c]).sum() for c in channels]
+    elif method == "xgradcam":
+        weights = [(g[..., c] * A[..., c]).sum() / (A[..., c].sum() + EPS) for c in channels]
+    elif method == "hirescam":
+        return g * A
+    elif method == "layercam":
+        return np.maximum(g, 0) * A
+    return np.stack([weights[c] * A[..., c] for c in channels], axis=-1)
+
+
+def by_hand(method, outputs, n, k, eigen_smooth=False):
+    """One image's and class's raw map: ReLU of the sum over channels, or of the first
+    principal component, of the method's weighted activations."""
+    if method == "eigencam":
+        A = outputs[contract.OUTPUT_FEATURE_MAPS][n]
+        return np.maximum(principal_projection(A.reshape(-1, A.shape[-1])), 0).reshape(A.shape[:2])
+    weighted = weighted_activations(
+        method, outputs[contract.OUTPUT_FEATURE_MAPS], outputs[contract.OUTPUT_GRADIENTS], n, k
+    )
+    if eigen_smooth:
+        cam = principal_projection(weighted.reshape(-1, weighted.shape[-1])).reshape(weighted.shape[:2])
+    else:
+        cam = sum(weighted[..., c] for c in range(weighted.shape[-1]))
     return np.maximum(cam, 0)
 
 
-def test_gradcam_reads_the_graphs_cam_which_is_the_grad_cam_formula(outputs):
-    maps = GradCam().raw_maps({contract.OUTPUT_CAM: outputs[contract.OUTPUT_CAM]})
+def test_gradcam_reads_the_graphs_cam_which_is_the_grad_cam_formula(fake_outputs):
+    maps = GradCam().raw_maps(layer({contract.OUTPUT_CAM: fake_outputs[contract.OUTPUT_CAM]}))
     assert maps.shape == (2, 3, 8, 8)
     for n in range(2):
         for k in range(3):
-            expected = grad_cam_by_hand(
-                outputs[contract.OUTPUT_FEATURE_MAPS], outputs[contract.OUTPUT_GRADIENTS], n, k
+            np.testing.assert_allclose(
+                maps[n, k], by_hand("gradcam", fake_outputs, n, k), rtol=1e-5, atol=1e-7
             )
-            np.testing.assert_allclose(maps[n, k], expected, rtol=1e-5, atol=1e-7)
 
 
-def test_gradcam_asks_only_for_the_cam_output():
-    assert GradCam.required_outputs == (contract.OUTPUT_CAM,)
+def test_weighted_cam_with_pooled_gradients_equals_the_graphs_cam(fake_outputs):
+    class PooledGradients(WeightedCam):
+        name = "pooled"
+
+        def cam_weights(self, layer):
+            return layer.outputs[contract.OUTPUT_GRADIENTS].mean(axis=(2, 3))
+
+    np.testing.assert_allclose(
+        PooledGradients().raw_maps(layer(fake_outputs)),
+        fake_outputs[contract.OUTPUT_CAM],
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
-def test_explainer_fetches_only_predictions_and_cam(model_path):
-    explainer = Explainer(model_path, device="cpu")
-    fetched = []
+@pytest.mark.parametrize("name", [*GRADIENT_METHODS, "eigencam"])
+def test_methods_match_their_formulas(name, outputs):
+    maps = METHODS[name]().raw_maps(layer(outputs))
+    n_images, classes = outputs[contract.OUTPUT_EXPLAINED_CLASS].shape
+    assert maps.shape == (n_images, classes, *outputs[contract.OUTPUT_FEATURE_MAPS].shape[1:3])
+    assert maps.dtype == np.float32 and maps.any()
+    for n in range(n_images):
+        for k in range(classes):
+            np.testing.assert_allclose(maps[n, k], by_hand(name, outputs, n, k), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [name for name in WEIGHTED_METHODS if name != "scorecam"])
+def test_eigen_smooth_is_the_first_principal_component_of_the_weighted_activations(name, outputs):
+    method = METHODS[name](Options(eigen_smooth=True))
+    fetched = {output: outputs[output] for output in method.layer_outputs}
+    maps = method.raw_maps(
+        layer(fetched | {contract.OUTPUT_EXPLAINED_CLASS: outputs[contract.OUTPUT_EXPLAINED_CLASS]})
+    )
+    assert maps.any() and not np.allclose(maps, METHODS[name]().raw_maps(layer(outputs)), atol=1e-3)
+    for n in range(maps.shape[0]):
+        for k in range(maps.shape[1]):
+            np.testing.assert_allclose(
+                maps[n, k], by_hand(name, outputs, n, k, eigen_smooth=True), rtol=1e-4, atol=1e-5
+            )
+
+
+def test_first_component_is_pytorch_grad_cams_projection_signed_to_agree_with_the_channel_sum():
+    rng = np.random.default_rng(7)
+    activations = rng.random((10, 6, 5, 8), dtype=np.float32)
+    activations[:, 1:3, 1:3] += 3  # a blob: the channel sum and the component peak there
+    projections = first_component(activations)
+    for a, projection in zip(activations, projections, strict=True):
+        # pytorch-grad-cam's get_2d_projection, written out, gives the same map up to sign
+        matrix = a.reshape(-1, 8) - a.reshape(-1, 8).mean(axis=0)
+        theirs = (matrix @ np.linalg.svd(matrix, full_matrices=True)[2][0]).reshape(6, 5)
+        np.testing.assert_allclose(np.abs(projection), np.abs(theirs), rtol=1e-4, atol=1e-5)
+        assert (projection * a.sum(axis=-1)).sum() > 0
+        assert np.unravel_index(np.argmax(projection), (6, 5)) in {(1, 1), (1, 2), (2, 1), (2, 2)}
+    np.testing.assert_allclose(first_component(-activations), -projections, rtol=1e-4, atol=1e-5)
+
+
+def scorecam_by_hand(session, outputs, images, n, max_channels):
+    """Score-CAM for image n, one onnxruntime run per masked image: [K, h, w]."""
+    A = outputs[contract.OUTPUT_FEATURE_MAPS][n]
+    classes = outputs[contract.OUTPUT_EXPLAINED_CLASS][n]
+    chosen = np.argsort(-A.mean(axis=(0, 1)), kind="stable")[:max_channels]
+    scores = []
+    for c in chosen:
+        upsampled = cv2.resize(A[..., c], (32, 32), interpolation=cv2.INTER_LINEAR)
+        mask = (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min() + 1e-8)
+        feeds = {
+            contract.INPUT_IMAGE: (images[n] * mask[..., None])[None],
+            contract.INPUT_CLASS_INDEX: classes[None],
+        }
+        scores.append(session.run([contract.OUTPUT_SCORE], feeds)[0][0])
+    scores = np.array(scores, dtype=np.float64)  # [channels, K]
+    weights = np.exp(scores) / np.exp(scores).sum(axis=0)
+    return np.stack(
+        [
+            np.maximum(sum(weights[i, k] * A[..., c] for i, c in enumerate(chosen)), 0)
+            for k in range(len(classes))
+        ]
+    )
+
+
+@pytest.mark.parametrize("max_channels, batch_size", [(256, 8), (4, 3)])
+def test_scorecam_matches_a_loop_over_masked_inputs(session, outputs, images, max_channels, batch_size):
+    run_sizes = []
+    run = score_run(session)
+
+    def recording_run(masked, class_index):
+        run_sizes.append(len(masked))
+        return run(masked, class_index)
+
+    method = METHODS["scorecam"](Options(max_channels=max_channels))
+    assert method.layer_outputs == (contract.OUTPUT_FEATURE_MAPS,)
+    maps = method.raw_maps(layer(outputs, images, recording_run, batch_size))
+    channels = outputs[contract.OUTPUT_FEATURE_MAPS].shape[-1]
+    assert sum(run_sizes) == 2 * min(channels, max_channels) and max(run_sizes) <= batch_size
+    assert maps.any()
+    for n in range(2):
+        np.testing.assert_allclose(
+            maps[n], scorecam_by_hand(session, outputs, images, n, max_channels), rtol=1e-4, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    "name, fetched",
+    [
+        ("gradcam", [contract.OUTPUT_CAM]),
+        ("gradcam++", [contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS]),
+        ("layercam", [contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS]),
+        ("eigencam", [contract.OUTPUT_FEATURE_MAPS]),
+        ("scorecam", [contract.OUTPUT_FEATURE_MAPS]),
+    ],
+)
+def test_the_explainer_fetches_only_what_the_method_needs(model_path, name, fetched):
+    explainer = Explainer(model_path, device="cpu", method=name)
+    runs = []
 
     class RecordingSession:
         def __init__(self, session):
             self.session = session
 
         def run(self, output_names, feeds):
-            fetched.append(list(output_names))
+            runs.append(list(output_names))
             return self.session.run(output_names, feeds)
 
     explainer._session = RecordingSession(explainer._session)
     explainer.explain(blob_image(32, 32, (0, 0, 8, 8)))
-    assert fetched == [[contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_CAM]]
+    assert runs[0] == [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, *fetched]
+    # Score-CAM's masked runs (3 channels, up to 8 images a run) fetch only predictions and scores
+    assert runs[1:] == ([list(PREDICTION_OUTPUTS)] if name == "scorecam" else [])
 
 
-def test_weighted_cam_with_pooled_gradients_equals_the_graphs_cam(outputs):
-    class PooledGradients(WeightedCam):
-        name = "pooled"
-
-        def cam_weights(self, outputs):
-            return outputs[contract.OUTPUT_GRADIENTS].mean(axis=(2, 3))
-
-    np.testing.assert_allclose(
-        PooledGradients().raw_maps(outputs), outputs[contract.OUTPUT_CAM], rtol=1e-5, atol=1e-7
-    )
+def test_eigen_smooth_makes_gradcam_fetch_feature_maps_and_pooled_gradients():
+    assert GradCam().layer_outputs == (contract.OUTPUT_CAM,)
+    smooth = GradCam(Options(eigen_smooth=True)).layer_outputs
+    assert smooth == (contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_POOLED_GRADIENTS)
 
 
-def by_hand(method, feature_maps, gradients, n, k):
-    """Each method's formula for one image and class, from its paper's definition."""
-    A, g = feature_maps[n].astype(np.float64), gradients[n, k].astype(np.float64)  # [h, w, C]
-    channels = range(A.shape[-1])
-    if method == "gradcam++":
-        alpha = g**2 / (2 * g**2 + A.sum(axis=(0, 1)) * g**3 + EPS)
-        alpha[g == 0] = 0
-        weights = [(np.maximum(g[..., c], 0) * alpha[..., c]).sum() for c in channels]
-        cam = sum(weights[c] * A[..., c] for c in channels)
-    elif method == "xgradcam":
-        weights = [(g[..., c] * A[..., c]).sum() / (A[..., c].sum() + EPS) for c in channels]
-        cam = sum(weights[c] * A[..., c] for c in channels)
-    elif method == "hirescam":
-        cam = sum(g[..., c] * A[..., c] for c in channels)
-    elif method == "layercam":
-        cam = sum(np.maximum(g[..., c], 0) * A[..., c] for c in channels)
-    return np.maximum(cam, 0)
-
-
-@pytest.mark.parametrize("name", ["gradcam++", "xgradcam", "hirescam", "layercam"])
-def test_gradient_methods_match_their_formulas(name, random_outputs):
-    method = METHODS[name]()
-    assert set(method.required_outputs) == {contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS}
-    maps = method.raw_maps(random_outputs)
-    assert maps.shape == (2, 3, 4, 5) and maps.dtype == np.float32 and maps.any()
-    for n in range(2):
-        for k in range(3):
-            expected = by_hand(
-                name,
-                random_outputs[contract.OUTPUT_FEATURE_MAPS],
-                random_outputs[contract.OUTPUT_GRADIENTS],
-                n,
-                k,
-            )
-            np.testing.assert_allclose(maps[n, k], expected, rtol=1e-4, atol=1e-6)
+def test_scorecam_through_the_explainer_equals_the_loop(model_path, session):
+    image = blob_image(32, 32, (20, 4, 28, 12), (0, 255, 0))
+    explanation = Explainer(model_path, device="cpu", method="scorecam").explain(image, class_index=[1, 3])
+    inputs = image[None].astype(np.float32)
+    names = [contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_EXPLAINED_CLASS]
+    feeds = {contract.INPUT_IMAGE: inputs, contract.INPUT_CLASS_INDEX: np.array([[1, 3]])}
+    outputs = dict(zip(names, session.run(names, feeds), strict=True))
+    expected = scorecam_by_hand(session, outputs, inputs, 0, 256)
+    for class_map, raw in zip(explanation.maps, expected, strict=True):
+        np.testing.assert_allclose(class_map.heatmap, render.heatmap(raw, (32, 32)), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_every_method_finds_the_blob_through_the_explainer(name, model_path):
-    explainer = Explainer(model_path, device="cpu", method=name)
+@pytest.mark.parametrize("options", [{}, {"eigen_smooth": True}, {"aug_smooth": True}])
+def test_every_method_finds_the_blob_through_the_explainer(name, options, model_path):
+    explainer = Explainer(model_path, device="cpu", method=name, **options)
     explanation = explainer.explain(blob_image(64, 64, (40, 8, 56, 24)), class_index=0)
     x, y = explanation.maps[0].peak
     assert 40 <= x < 56 and 8 <= y < 24
+    assert explanation.method == name

@@ -7,7 +7,7 @@ import pytest
 from runtime import contract
 from runtime.errors import ModelError
 from runtime.explainer import Explainer
-from tests.fake_model import LABELS, fake_metadata, write_fake_model, write_identity_model
+from tests.fake_model import LABELS, LAYERS, fake_metadata, write_fake_model, write_identity_model
 
 
 def load_error(path) -> str:
@@ -30,6 +30,17 @@ def test_card_of_a_valid_model(tmp_path):
     )
     assert card.versions["opset"] == 17 and card.self_check == {"cam": 0.0}
     assert card.weights["source"] == "tests/fake_model.py"
+    assert card.layers == ("average_pool",)
+
+
+def test_card_of_a_two_layer_model(tmp_path):
+    card = Explainer(write_fake_model(tmp_path / "two.onnx", layers=2), device="cpu").card
+    assert card.layers == LAYERS and card.layer == LAYERS[0]
+
+
+def test_layers_named_in_metadata_must_have_their_outputs_in_the_graph(tmp_path):
+    path = write_fake_model(tmp_path / "x.onnx", fake_metadata(layers=2))  # a one-layer graph
+    assert "graph lacks feature_maps.1, gradients.1, pooled_gradients.1, cam.1" in load_error(path)
 
 
 def test_model_without_format_metadata(tmp_path):
@@ -66,6 +77,15 @@ def test_model_missing_a_metadata_key(tmp_path):
         (contract.META_INPUT_SIZE, json.dumps([32]), "must be a JSON list [height, width]"),
         (contract.META_VERSIONS, json.dumps([1]), "onnxcam.versions must be a JSON object"),
         (contract.META_LAYER, " ", "onnxcam.layer is empty"),
+        (contract.META_LAYERS, "[]", "onnxcam.layers must be a non-empty JSON list of layer names"),
+        (contract.META_LAYERS, '"average_pool"', "onnxcam.layers must be a non-empty JSON list"),
+        (contract.META_LAYERS, '["average_pool", ""]', "onnxcam.layers must be a non-empty JSON list"),
+        (contract.META_LAYERS, "[not json", "onnxcam.layers is not valid JSON"),
+        (
+            contract.META_LAYERS,
+            '["other", "average_pool"]',
+            "onnxcam.layers starts with 'other', not onnxcam.layer 'average_pool'",
+        ),
     ],
 )
 def test_invalid_metadata_values(tmp_path, key, value, problem):

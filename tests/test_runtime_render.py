@@ -34,6 +34,37 @@ def test_tiny_maps_are_normalised_by_eps_not_blown_up():
     np.testing.assert_allclose(heat, 1e-9 / render.EPS, rtol=1e-5)
 
 
+def test_one_map_fuses_to_its_own_heatmap():
+    raw = np.random.default_rng(1).random((7, 7), dtype=np.float32) * 3
+    np.testing.assert_array_equal(render.fuse([raw], (50, 60)), render.heatmap(raw, (50, 60)))
+
+
+def test_maps_of_several_layers_fuse_to_the_mean_of_their_heatmaps():
+    coarse = np.array([[0, 4], [0, 0]], dtype=np.float32)  # top right
+    fine = np.zeros((4, 4), dtype=np.float32)
+    fine[3, 0] = 0.5  # bottom left, on another scale
+    fused = render.fuse([coarse, fine], (8, 8))
+    expected = (render.heatmap(coarse, (8, 8)) + render.heatmap(fine, (8, 8))) / 2
+    np.testing.assert_allclose(fused, expected, atol=1e-7)
+    assert fused.dtype == np.float32 and fused.max() == pytest.approx(0.5, abs=0.05)
+    assert fused[:4, 4:].max() > 0.4 and fused[4:, :4].max() > 0.4  # each layer's blob, equal weight
+
+
+def test_contact_sheet_puts_captioned_tiles_side_by_side_in_rows():
+    image = np.full((60, 90, 3), 128, dtype=np.uint8)
+    rows = [[("red", image), ("gradcam", image), ("scorecam", image)], [("blue", image)] * 3]
+    sheet = render.contact_sheet(rows)
+    tile_width = 90 * render.SHEET_TILE_HEIGHT // 60
+    assert sheet.shape == (2 * render.SHEET_TILE_HEIGHT, 3 * tile_width, 3) and sheet.dtype == np.uint8
+    for row in range(2):
+        for column in range(3):
+            tile = sheet[row * render.SHEET_TILE_HEIGHT :, column * tile_width :][
+                : render.SHEET_TILE_HEIGHT, :tile_width
+            ]
+            assert (tile[:30, :80] != 128).any() and (tile[60:] == 128).all()  # a caption, top left only
+    assert (image == 128).all()  # the tiles given are not drawn on
+
+
 def test_peak_is_x_then_y():
     heat = np.zeros((40, 60), dtype=np.float32)
     heat[31, 17] = 1

@@ -1,43 +1,91 @@
 """The shared shape of a CAM method: which outputs it fetches, and how they become raw maps.
 
 After pytorch-grad-cam's `get_cam_weights`: most methods only say how they weigh the channels
-of the feature maps; `WeightedCam` does the rest.
+of the feature maps; `WeightedCam` does the rest. A method sees one target layer at a time, its
+outputs under their base names (`feature_maps`, `gradients`, ...), and may run the model again on
+other images through `LayerInputs.run` without knowing about onnxruntime.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from .. import contract
 
+DEFAULT_MAX_CHANNELS = 256
+
 Outputs = Mapping[str, np.ndarray]
+# (images [M, H, W, 3] float32 raw RGB 0..255, class_index [M, K] int64) -> probabilities,
+# explained_class and score of those images
+Run = Callable[[np.ndarray, np.ndarray], Outputs]
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings shared by every method; each reads the ones it uses."""
+
+    eigen_smooth: bool = False  # first principal component of the weighted activations, not their sum
+    max_channels: int = DEFAULT_MAX_CHANNELS  # Score-CAM: channels re-run per image
+
+
+@dataclass(frozen=True)
+class LayerInputs:
+    """What a method gets for one target layer of one model run."""
+
+    outputs: Outputs  # this layer's outputs by base name, and explained_class [N, K]
+    images: np.ndarray  # [N, H, W, 3] float32 raw RGB 0..255: the model input of this run
+    run: Run  # the same model on other images
+    batch_size: int  # the most images one `run` call may take
 
 
 class CamMethod(ABC):
-    """Turns the fetched ONNX outputs into raw (not normalised) maps [N, K, h, w]."""
+    """Turns one layer's fetched outputs into raw (not normalised) maps [N, K, h, w]."""
 
     name: ClassVar[str]
-    required_outputs: ClassVar[tuple[str, ...]]  # ONNX outputs to fetch, besides the predictions
+    layer_outputs: tuple[str, ...]  # contract.LAYER_OUTPUTS to fetch for every target layer
+
+    def __init__(self, options: Options = Options()) -> None:
+        self.options = options
 
     @abstractmethod
-    def raw_maps(self, outputs: Outputs) -> np.ndarray:
+    def raw_maps(self, layer: LayerInputs) -> np.ndarray:
         """Raw maps [N, K, h, w], float32, >= 0."""
 
 
 class WeightedCam(CamMethod):
-    """ReLU(sum_c weights * feature_maps). Subclasses give the weights: [N, K, C] for one weight
-    per channel, or [N, K, h, w, C] for one weight per channel and position."""
+    """ReLU(sum_c weights * feature_maps), or with eigen_smooth ReLU(first_component(weights *
+    feature_maps)). Subclasses give the weights: [N, K, C] for one weight per channel, or
+    [N, K, h, w, C] for one weight per channel and position."""
 
-    required_outputs = (contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS)
+    layer_outputs = (contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS)
 
     @abstractmethod
-    def cam_weights(self, outputs: Outputs) -> np.ndarray:
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
         """[N, K, C] or [N, K, h, w, C]."""
 
-    def raw_maps(self, outputs: Outputs) -> np.ndarray:
-        weights = self.cam_weights(outputs)
-        feature_maps = outputs[contract.OUTPUT_FEATURE_MAPS]
-        pattern = "nkc,nhwc->nkhw" if weights.ndim == 3 else "nkhwc,nhwc->nkhw"
-        return np.maximum(np.einsum(pattern, weights, feature_maps), 0).astype(np.float32)
+    def raw_maps(self, layer: LayerInputs) -> np.ndarray:
+        weights = self.cam_weights(layer)
+        if weights.ndim == 3:
+            weights = weights[:, :, None, None, :]
+        weighted = weights * layer.outputs[contract.OUTPUT_FEATURE_MAPS][:, None]  # [N, K, h, w, C]
+        cam = first_component(weighted) if self.options.eigen_smooth else weighted.sum(axis=-1)
+        return np.maximum(cam, 0).astype(np.float32)
+
+
+def first_component(activations: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's get_2d_projection over [..., h, w, C] -> [..., h, w]: the positions x
+    channels matrix, centred per channel, projected on its first right singular vector. The SVD's
+    sign is arbitrary (pytorch-grad-cam keeps it, and on a trained CNN it came out inverted for
+    almost every image); here it is chosen so that the projection agrees with the channel sum
+    sum_c activations, the map it smooths: their dot product over positions is >= 0."""
+    *batch, height, width, channels = activations.shape
+    flat = activations.reshape(*batch, height * width, channels)
+    centred = flat - flat.mean(axis=-2, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    projection = np.einsum("...pc,...c->...p", centred, vt[..., 0, :])
+    agreement = np.einsum("...p,...p->...", projection, flat.sum(axis=-1))
+    projection *= np.where(agreement < 0, -1, 1)[..., None]
+    return projection.reshape(*batch, height, width).astype(np.float32)

@@ -3,14 +3,25 @@
 import numpy as np
 
 from .. import contract
-from .base import CamMethod, Outputs
+from .base import LayerInputs, WeightedCam
 
 
-class GradCam(CamMethod):
-    """Reads the graph's own `cam` output: no feature maps or gradients cross into Python."""
+class GradCam(WeightedCam):
+    """Reads the graph's own `cam`: no feature maps or gradients cross into Python. Only
+    eigen_smooth needs the feature maps, with the pooled gradients (C floats per class)."""
 
     name = "gradcam"
-    required_outputs = (contract.OUTPUT_CAM,)
 
-    def raw_maps(self, outputs: Outputs) -> np.ndarray:
-        return outputs[contract.OUTPUT_CAM].astype(np.float32, copy=False)
+    @property
+    def layer_outputs(self) -> tuple[str, ...]:
+        if self.options.eigen_smooth:
+            return (contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_POOLED_GRADIENTS)
+        return (contract.OUTPUT_CAM,)
+
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
+        return layer.outputs[contract.OUTPUT_POOLED_GRADIENTS]
+
+    def raw_maps(self, layer: LayerInputs) -> np.ndarray:
+        if self.options.eigen_smooth:
+            return super().raw_maps(layer)
+        return layer.outputs[contract.OUTPUT_CAM].astype(np.float32, copy=False)

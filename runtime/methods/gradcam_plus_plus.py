@@ -4,7 +4,7 @@ pytorch-grad-cam: weights_c = sum_hw ReLU(g) * g^2 / (2 g^2 + sum_hw(A_c) g^3)."
 import numpy as np
 
 from .. import contract
-from .base import Outputs, WeightedCam
+from .base import LayerInputs, WeightedCam
 
 EPS = 1e-7
 
@@ -12,9 +12,9 @@ EPS = 1e-7
 class GradCamPlusPlus(WeightedCam):
     name = "gradcam++"
 
-    def cam_weights(self, outputs: Outputs) -> np.ndarray:
-        gradients = outputs[contract.OUTPUT_GRADIENTS]  # [N, K, h, w, C]
-        activation_sums = outputs[contract.OUTPUT_FEATURE_MAPS].sum(axis=(1, 2))  # [N, C]
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
+        gradients = layer.outputs[contract.OUTPUT_GRADIENTS]  # [N, K, h, w, C]
+        activation_sums = layer.outputs[contract.OUTPUT_FEATURE_MAPS].sum(axis=(1, 2))  # [N, C]
         squared = gradients**2
         alpha = squared / (2 * squared + activation_sums[:, None, None, None, :] * squared * gradients + EPS)
         alpha = np.where(gradients != 0, alpha, 0)

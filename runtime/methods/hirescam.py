@@ -3,11 +3,11 @@
 import numpy as np
 
 from .. import contract
-from .base import Outputs, WeightedCam
+from .base import LayerInputs, WeightedCam
 
 
 class HiResCam(WeightedCam):
     name = "hirescam"
 
-    def cam_weights(self, outputs: Outputs) -> np.ndarray:
-        return outputs[contract.OUTPUT_GRADIENTS]
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
+        return layer.outputs[contract.OUTPUT_GRADIENTS]

@@ -3,11 +3,11 @@
 import numpy as np
 
 from .. import contract
-from .base import Outputs, WeightedCam
+from .base import LayerInputs, WeightedCam
 
 
 class LayerCam(WeightedCam):
     name = "layercam"
 
-    def cam_weights(self, outputs: Outputs) -> np.ndarray:
-        return np.maximum(outputs[contract.OUTPUT_GRADIENTS], 0)
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
+        return np.maximum(layer.outputs[contract.OUTPUT_GRADIENTS], 0)

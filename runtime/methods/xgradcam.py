@@ -3,7 +3,7 @@
 import numpy as np
 
 from .. import contract
-from .base import Outputs, WeightedCam
+from .base import LayerInputs, WeightedCam
 
 EPS = 1e-7
 
@@ -11,8 +11,8 @@ EPS = 1e-7
 class XGradCam(WeightedCam):
     name = "xgradcam"
 
-    def cam_weights(self, outputs: Outputs) -> np.ndarray:
-        gradients = outputs[contract.OUTPUT_GRADIENTS]  # [N, K, h, w, C]
-        feature_maps = outputs[contract.OUTPUT_FEATURE_MAPS]  # [N, h, w, C]
+    def cam_weights(self, layer: LayerInputs) -> np.ndarray:
+        gradients = layer.outputs[contract.OUTPUT_GRADIENTS]  # [N, K, h, w, C]
+        feature_maps = layer.outputs[contract.OUTPUT_FEATURE_MAPS]  # [N, h, w, C]
         weighted = np.einsum("nkhwc,nhwc->nkc", gradients, feature_maps)
         return weighted / (feature_maps.sum(axis=(1, 2))[:, None, :] + EPS)
