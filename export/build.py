@@ -90,7 +90,8 @@ def export(args: argparse.Namespace) -> None:
           f"{classifier.input_size[1]}, preprocessing {classifier.preprocessing}, weights {classifier.weights_source}")
     layers = resolve_layers(model, args.layer or classifier.default_layer)
     body, head = split(model, layers)
-    shapes = ", ".join(f"{name} ({'x'.join(str(d) for d in model.get_layer(name).output.shape[1:])})" for name in layers)
+    maps = [body.output, *head.outputs[:-1]]
+    shapes = ", ".join(f"{name} ({'x'.join(str(d) for d in m.shape[1:])})" for name, m in zip(layers, maps))
     print(f"layer{'s' if len(layers) > 1 else ''}: {shapes}, score: {args.score}")
 
     function = gradcam_function(body, head, classifier.preprocessing, args.score, classifier.input_size)

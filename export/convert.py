@@ -121,6 +121,47 @@ def depthwise_backprop_input(ctx, node, name, args):  # noqa: ANN001
     node.set_attr("group", channels)
 
 
+def max_pool_grad(ctx, node, name, args):  # noqa: ANN001
+    """MaxPoolGrad(x, y, dy): dy routed to each window's maximum of x. No tf2onnx converter.
+
+    ONNX MaxPool also returns the flat (NCHW) index of each window's maximum; the gradient is
+    scattered there with reduction="add" (overlapping windows add up, as in TensorFlow).
+    """
+    del name, args
+    x, _, gradient = node.input
+    kernel = list(node.get_attr_value("ksize"))
+    strides = list(node.get_attr_value("strides"))
+    padding = node.get_attr_value("padding")
+    padding = padding.decode() if isinstance(padding, bytes) else padding
+    tf2onnx.utils.make_sure(node.get_attr_value("data_format", b"NHWC") in (b"NHWC", "NHWC"),
+                            "MaxPoolGrad: only NHWC")
+    height, width = ctx.get_shape(x)[1:3]
+    outputs, dtype = node.output, ctx.get_dtype(node.output[0])
+    ctx.remove_node(node.name)
+    pads = [0, 0, 0, 0]
+    if padding == "SAME":
+        tf2onnx.utils.make_sure(height is not None and height > 0 and width is not None and width > 0,
+                                "MaxPoolGrad: SAME padding needs a known spatial size")
+        totals = [max((-(-size // stride) - 1) * stride + k - size, 0)
+                  for size, stride, k in zip((height, width), strides[1:3], kernel[1:3])]
+        pads = [totals[0] // 2, totals[1] // 2, totals[0] - totals[0] // 2, totals[1] - totals[1] // 2]
+    x_nchw = ctx.make_node("Transpose", [x], attr={"perm": [0, 3, 1, 2]}).output[0]
+    pool = ctx.make_node("MaxPool", [x_nchw], output_count=2, attr={
+        "kernel_shape": kernel[1:3], "strides": strides[1:3], "pads": pads})
+    flat = ctx.make_const(tf2onnx.utils.make_name("flat"), _int64([-1])).output[0]
+    indices = ctx.make_node("Reshape", [pool.output[1], flat]).output[0]
+    gradient_nchw = ctx.make_node("Transpose", [gradient], attr={"perm": [0, 3, 1, 2]}).output[0]
+    updates = ctx.make_node("Reshape", [gradient_nchw, flat]).output[0]
+    shape = ctx.make_node("Shape", [x_nchw]).output[0]
+    size = ctx.make_node("ReduceProd", [shape], attr={"keepdims": 1}).output[0]
+    zero = helper.make_tensor("value", dtype, dims=[1], vals=[0])
+    zeros = ctx.make_node("ConstantOfShape", [size], attr={"value": zero}).output[0]
+    scattered = ctx.make_node("ScatterElements", [zeros, indices, updates],
+                              attr={"axis": 0, "reduction": "add"}).output[0]
+    unflat = ctx.make_node("Reshape", [scattered, shape]).output[0]
+    ctx.make_node("Transpose", [unflat], attr={"perm": [0, 2, 3, 1]}, outputs=outputs)
+
+
 def shape_n(ctx, node, name, args):  # noqa: ANN001
     """ShapeN: one Shape per input. tf2onnx has no converter."""
     del name, args
@@ -173,6 +214,7 @@ HANDLERS = {
     "Relu6Grad": (relu6_grad, []),
     "DepthwiseConv2dNativeBackpropInput": (depthwise_backprop_input, []),
     "ShapeN": (shape_n, []),
+    "MaxPoolGrad": (max_pool_grad, []),
     "BroadcastGradientArgs": (broadcast_gradient_args, []),
 }
 

@@ -44,7 +44,8 @@ def reference_outputs(
     images: np.ndarray, class_index: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Every contract output, computed per image with an eager GradientTape."""
-    targets = [model.get_layer(name).output for name in layers]
+    operations = {operation.name: operation for operation in model.operations}
+    targets = [operations[name].output for name in layers]
     grad_model = keras.Model(model.input, [*targets, model.output])
     rows: dict[str, list[np.ndarray]] = {}
     for image, wanted in zip(images, class_index):

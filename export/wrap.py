@@ -21,43 +21,54 @@ from export.preprocessing import PREPROCESSING
 
 
 def resolve_layers(model: keras.Model, layers: str) -> list[str]:
-    """`auto` -> the last layer with a 4-D output whose spatial size is > 1; else check each
-    name of the comma-separated list. The result is in model order."""
+    """`auto` -> the layer feeding global pooling: walking back from the output, the first
+    [N, h, w, C] output with h * w > 1 (not "the last Conv2D", which in MobileNetV3 is a 1x1
+    classifier after the pooling). Else each name of the comma-separated list, checked.
+    Names are those of the model's operations: layers, and ops such as a residual `add`.
+    The result is in model order."""
     if layers == "auto":
-        candidates = spatial_layers(model)
-        if not candidates:
-            raise ExportError("the model has no layer with a [N, h, w, C] output to explain")
-        return candidates[-1:]
+        return [_feeding_global_pooling(model)]
     names = [name.strip() for name in layers.split(",") if name.strip()]
     if not names or len(set(names)) != len(names):
         raise ExportError(f"--layer {layers}: give one or more different layer names, or auto")
+    operations = {operation.name: operation for operation in model.operations}
     for name in names:
-        try:
-            shape = model.get_layer(name).output.shape
-        except ValueError:
+        if name not in operations:
             raise ExportError(
                 f"--layer {name}: no such layer; candidates: {', '.join(spatial_layers(model)[-5:])}"
-            ) from None
-        if len(shape) != 4:
-            raise ExportError(f"--layer {name}: output {tuple(shape)} is not [N, h, w, C]")
-    order = [layer.name for layer in model.layers]
+            )
+        if not _is_spatial(operations[name].output.shape):
+            raise ExportError(f"--layer {name}: output {tuple(operations[name].output.shape)} is not [N, h, w, C]")
+    order = list(operations)
     return sorted(names, key=order.index)
 
 
 def spatial_layers(model: keras.Model) -> list[str]:
-    """Names of the layers whose output is [N, h, w, C] with h * w > 1, in model order."""
-    names = []
-    for layer in model.layers:
-        shape = getattr(layer, "output", None) is not None and layer.output.shape
-        if shape and len(shape) == 4 and shape[1] and shape[2] and shape[1] * shape[2] > 1:
-            names.append(layer.name)
-    return names
+    """Names of the operations whose output is [N, h, w, C] with h * w > 1, in model order."""
+    return [op.name for op in model.operations if _is_spatial(getattr(op, "output", None) and op.output.shape)]
+
+
+def _is_spatial(shape: tuple | None) -> bool:
+    return bool(shape) and len(shape) == 4 and bool(shape[1]) and bool(shape[2]) and shape[1] * shape[2] > 1
+
+
+def _feeding_global_pooling(model: keras.Model) -> str:
+    tensor = model.output
+    while True:
+        history = tensor._keras_history  # Keras' record of the operation that made this tensor
+        if _is_spatial(tensor.shape):
+            return history.operation.name
+        inputs = history.operation._inbound_nodes[history.node_index].input_tensors
+        if not inputs:
+            raise ExportError("the model has no layer with a [N, h, w, C] output to explain")
+        tensor = inputs[0]
 
 
 def split(model: keras.Model, layers: list[str]) -> tuple[keras.Model, keras.Model]:
     """Body: inputs -> first layer's maps. Head: those maps -> [later layers' maps..., logits]."""
-    first = model.get_layer(layers[0]).output
-    later = [model.get_layer(name).output for name in layers[1:]]
+    operations = {operation.name: operation for operation in model.operations}
+    first = operations[layers[0]].output
+    later = [operations[name].output for name in layers[1:]]
     body = keras.Model(model.inputs, first)
     try:
         head = keras.Model(first, [*later, model.output])
