@@ -1,0 +1,1 @@
+"""onnxcam benchmarks: `python -m benchmarks` (see benchmarks/__main__.py)."""
