@@ -6,11 +6,14 @@ checked here (inputs, outputs) and, numerically, by `export.verify`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
 import types
+from typing import Iterator
 
+import keras
 import numpy as np
 import onnx
 import tensorflow as tf
@@ -77,27 +80,29 @@ tf2onnx.optimizer.copy = types.SimpleNamespace(deepcopy=_collect_then_deepcopy)
 
 
 def relu_grad(ctx, node, name, args):  # noqa: ANN001
-    """ReluGrad(gradients, features) = gradients * (features > 0). tf2onnx has no converter."""
+    """ReluGrad(gradients, features) = gradients where features > 0. No tf2onnx converter."""
     del name, args
-    gradients, features = node.input
-    dtype, outputs = ctx.get_dtype(node.output[0]), node.output
-    ctx.remove_node(node.name)
-    zero = ctx.make_const(tf2onnx.utils.make_name("zero"), np.zeros([], _NUMPY[dtype])).output[0]
-    positive = ctx.make_node("Greater", [features, zero]).output[0]
-    ctx.make_node("Where", [positive, gradients, zero], outputs=outputs)
+    _gradient_where_active(ctx, node, ceiling=None)
 
 
 def relu6_grad(ctx, node, name, args):  # noqa: ANN001
     """Relu6Grad(gradients, features) = gradients where 0 < features < 6. No tf2onnx converter."""
     del name, args
+    _gradient_where_active(ctx, node, ceiling=6.0)
+
+
+def _gradient_where_active(ctx, node, ceiling: float | None) -> None:  # noqa: ANN001
+    """Replace `node` by Where(0 < features [< ceiling], gradients, 0)."""
     gradients, features = node.input
     dtype, outputs = ctx.get_dtype(node.output[0]), node.output
     ctx.remove_node(node.name)
     zero = ctx.make_const(tf2onnx.utils.make_name("zero"), np.zeros([], _NUMPY[dtype])).output[0]
-    six = ctx.make_const(tf2onnx.utils.make_name("six"), np.full([], 6, _NUMPY[dtype])).output[0]
-    inside = ctx.make_node("And", [ctx.make_node("Greater", [features, zero]).output[0],
-                                   ctx.make_node("Less", [features, six]).output[0]]).output[0]
-    ctx.make_node("Where", [inside, gradients, zero], outputs=outputs)
+    active = ctx.make_node("Greater", [features, zero]).output[0]
+    if ceiling is not None:
+        top = ctx.make_const(tf2onnx.utils.make_name("ceiling"), np.full([], ceiling, _NUMPY[dtype])).output[0]
+        below = ctx.make_node("Less", [features, top]).output[0]
+        active = ctx.make_node("And", [active, below]).output[0]
+    ctx.make_node("Where", [active, gradients, zero], outputs=outputs)
 
 
 def depthwise_backprop_input(ctx, node, name, args):  # noqa: ANN001
@@ -162,6 +167,64 @@ def max_pool_grad(ctx, node, name, args):  # noqa: ANN001
     ctx.make_node("Transpose", [unflat], attr={"perm": [0, 2, 3, 1]}, outputs=outputs)
 
 
+def erfc(ctx, node, name, args):  # noqa: ANN001
+    """Erfc(x) = 1 - Erf(x) (Keras' exact GELU). No tf2onnx converter."""
+    del name, args
+    (x,), outputs, dtype = node.input, node.output, ctx.get_dtype(node.output[0])
+    ctx.remove_node(node.name)
+    one = ctx.make_const(tf2onnx.utils.make_name("one"), np.ones([], _NUMPY[dtype])).output[0]
+    ctx.make_node("Sub", [one, ctx.make_node("Erf", [x]).output[0]], outputs=outputs)
+
+
+def rsqrt_grad(ctx, node, name, args):  # noqa: ANN001
+    """RsqrtGrad(y, dy) = dy * -0.5 * y³, y = 1/sqrt(x) (LayerNormalization). No converter."""
+    del name, args
+    (y, gradient), outputs, dtype = node.input, node.output, ctx.get_dtype(node.output[0])
+    ctx.remove_node(node.name)
+    half = ctx.make_const(tf2onnx.utils.make_name("minus_half"), np.full([], -0.5, _NUMPY[dtype])).output[0]
+    cube = ctx.make_node("Mul", [ctx.make_node("Mul", [y, y]).output[0], y]).output[0]
+    ctx.make_node("Mul", [ctx.make_node("Mul", [gradient, cube]).output[0], half], outputs=outputs)
+
+
+@contextlib.contextmanager
+def depthwise_grouped_convolutions() -> Iterator[None]:
+    """Run Keras' grouped convolutions with one input channel per group (ConvNeXt's
+    depthwise Conv2D(groups=C)) as tf.nn.depthwise_conv2d.
+
+    Keras' TensorFlow backend wraps every grouped convolution in a `jit_compile=True`
+    function (TF's CPU kernel lacks groups); tf2onnx cannot look inside such a function and
+    leaves a StatefulPartitionedCall in the graph, and the float64 self-check reference
+    spent over 15 minutes in XLA's gradients on ConvNeXt-Tiny. The depthwise op computes the
+    same thing, converts forward and backward, and runs eagerly in float64.
+    """
+    from keras.src.backend.tensorflow import nn as keras_tf_nn
+
+    original = keras_tf_nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):  # noqa: ANN001
+        strides2 = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        dilations2 = (dilation_rate, dilation_rate) if isinstance(dilation_rate, int) else tuple(dilation_rate)
+        channels = inputs.shape[-1]
+        depthwise = (
+            len(inputs.shape) == 4 and data_format in (None, "channels_last")
+            and keras.config.image_data_format() == "channels_last"
+            and kernel.shape[-2] == 1 and channels and channels > 1 and kernel.shape[-1] % channels == 0
+            and (max(strides2) == 1 or max(dilations2) == 1)
+        )
+        if not depthwise:
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        height, width, _, outputs = kernel.shape
+        filters = tf.reshape(kernel, [height, width, channels, outputs // channels])
+        return tf.nn.depthwise_conv2d(inputs, filters, strides=[1, *strides2, 1],
+                                      padding=padding.upper(), dilations=dilations2)
+
+    keras_tf_nn.conv = conv
+    try:
+        yield
+    finally:
+        keras_tf_nn.conv = original
+
+
 def shape_n(ctx, node, name, args):  # noqa: ANN001
     """ShapeN: one Shape per input. tf2onnx has no converter."""
     del name, args
@@ -214,6 +277,8 @@ HANDLERS = {
     "Relu6Grad": (relu6_grad, []),
     "DepthwiseConv2dNativeBackpropInput": (depthwise_backprop_input, []),
     "ShapeN": (shape_n, []),
+    "Erfc": (erfc, []),
+    "RsqrtGrad": (rsqrt_grad, []),
     "MaxPoolGrad": (max_pool_grad, []),
     "BroadcastGradientArgs": (broadcast_gradient_args, []),
 }

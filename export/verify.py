@@ -19,6 +19,21 @@ from export import contract
 from export.errors import ExportError
 
 MAX_RELATIVE_ERROR = 1e-4
+# When the head between the target layer and the logits has nonlinear units (ReLU blocks), the
+# gradient-derived outputs are ill-conditioned at float32: a unit within rounding of 0 flips its
+# mask. Measured on ResNet50 at conv3_block4_out: perturbing the weights by 6e-8 (float32
+# rounding) moves the float64 reference's gradients by 3e-4; onnxruntime's float32 graph was
+# 5e-7 away on most images and up to 1.2e-3 (gradients) / 2.5e-4 (pooled) / 2.4e-5 (cam) on
+# some, while every forward output stayed within 1e-6. A converter bug is far larger than that.
+NONLINEAR_HEAD_LIMIT = 1e-2
+GRADIENT_OUTPUTS = (contract.OUTPUT_GRADIENTS, contract.OUTPUT_POOLED_GRADIENTS, contract.OUTPUT_CAM)
+
+
+def relative_limit(output: str, linear_head: bool) -> float:
+    """The largest relative error the self-check accepts for `output` (any layer's)."""
+    if not linear_head and output.split(".")[0] in GRADIENT_OUTPUTS:
+        return NONLINEAR_HEAD_LIMIT
+    return MAX_RELATIVE_ERROR
 
 
 def float64_copy(model: keras.Model) -> keras.Model | None:
@@ -101,7 +116,7 @@ def self_check_cases(classes: int, input_size: tuple[int, int], seed: int = 0):
 
 def self_check(
     onnx_bytes: bytes, model: keras.Model, layers: list[str], preprocessing: str, score: str,
-    input_size: tuple[int, int],
+    input_size: tuple[int, int], linear_head: bool,
 ) -> dict[str, object]:
     """Compare every output; return the figures ({"outputs": {name: {max_abs, relative}}, ...});
     raise ExportError above the limit or when onnxruntime cannot run the model."""
@@ -137,16 +152,16 @@ def self_check(
                 "max_abs": max(previous["max_abs"], float(np.max(np.abs(actual[name] - expected[name])))),
                 "relative": max(previous["relative"], relative_error(actual[name], expected[name])),
             }
-    worst = max(figures, key=lambda name: figures[name]["relative"])
-    if not figures[worst]["relative"] <= MAX_RELATIVE_ERROR:  # also catches NaN
-        raise ExportError(
-            f"self-check failed: {worst} differs from TensorFlow by {figures[worst]['relative']:.2e} "
-            f"relative (limit {MAX_RELATIVE_ERROR:.0e}); the file was not written"
-        )
+    for name, errors in figures.items():
+        if not errors["relative"] <= relative_limit(name, linear_head):  # also catches NaN
+            raise ExportError(
+                f"self-check failed: {name} differs from TensorFlow by {errors['relative']:.2e} "
+                f"relative (limit {relative_limit(name, linear_head):.0e}); the file was not written"
+            )
     return {
         "reference": f"TensorFlow eager GradientTape, {reference_model.output.dtype}",
         "cases": "4 random images x 3 classes (given and -1), 1 x 1 (-1)",
-        "limit_relative": MAX_RELATIVE_ERROR,
+        "limit_relative": {name: relative_limit(name, linear_head) for name in figures},
         "outputs": figures,
     }
 

@@ -45,7 +45,12 @@ def resolve_layers(model: keras.Model, layers: str) -> list[str]:
 
 def spatial_layers(model: keras.Model) -> list[str]:
     """Names of the operations whose output is [N, h, w, C] with h * w > 1, in model order."""
-    return [op.name for op in model.operations if _is_spatial(getattr(op, "output", None) and op.output.shape)]
+    names = []
+    for operation in model.operations:
+        output = getattr(operation, "output", None)
+        if output is not None and _is_spatial(output.shape):
+            names.append(operation.name)
+    return names
 
 
 def _is_spatial(shape: tuple | None) -> bool:
@@ -78,6 +83,26 @@ def split(model: keras.Model, layers: list[str]) -> tuple[keras.Model, keras.Mod
             f"crosses it), pick a block output ({' '.join(str(error).split())[:150]})"
         ) from None
     return body, head
+
+
+LINEAR_LAYERS = (
+    keras.layers.InputLayer, keras.layers.GlobalAveragePooling2D, keras.layers.AveragePooling2D,
+    keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout, keras.layers.Add,
+    keras.layers.BatchNormalization, keras.layers.Rescaling,
+)
+
+
+def is_linear(head: keras.Model) -> bool:
+    """Whether the head is affine in its input maps (average pooling, dense/conv without
+    activation, inference BatchNorm...): then d logits / d maps does not depend on the maps."""
+    for operation in head.operations:
+        activation = getattr(operation, "activation", None)
+        if isinstance(operation, (keras.layers.Dense, keras.layers.Conv2D)):
+            if activation is not None and getattr(activation, "__name__", "") != "linear":
+                return False
+        elif not isinstance(operation, LINEAR_LAYERS):
+            return False
+    return True
 
 
 def _outputs(head: keras.Model, maps: tf.Tensor) -> list[tf.Tensor]:

@@ -10,7 +10,7 @@ import pytest
 from export import contract
 from export.classifier import logits_model
 from export.errors import ExportError
-from export.verify import MAX_RELATIVE_ERROR, reference_outputs, relative_error
+from export.verify import reference_outputs, relative_error
 from export.wrap import resolve_layers, split
 from runtime import Explainer
 from tests.keras_models import small_cnn
@@ -32,7 +32,7 @@ def test_every_output_matches_tensorflow(user_model, class_index):
     actual = dict(zip(contract.OUTPUTS, session.run(list(contract.OUTPUTS), {"image": images, "class_index": class_index})))
     expected = reference_outputs(model, ["block_out"], "tf", "logit", images, class_index)
     for name in contract.OUTPUTS:
-        assert relative_error(actual[name], expected[name]) <= MAX_RELATIVE_ERROR, name
+        assert relative_error(actual[name], expected[name]) <= 1e-4, name
 
 
 def test_softmax_head_is_taken_off_for_logits():
@@ -68,3 +68,15 @@ def test_reference_gives_the_analytic_gradient_of_a_gap_dense_head():
     maps = outputs["feature_maps"]
     cam = np.maximum(np.einsum("nkc,nhwc->nkhw", expected, maps), 0)
     np.testing.assert_allclose(outputs["cam"], cam, rtol=1e-4, atol=1e-7)
+
+
+def test_head_linearity_decides_how_strictly_gradients_are_checked():
+    from export.verify import relative_limit
+    from export.wrap import is_linear
+
+    model = logits_model(small_cnn())
+    assert is_linear(split(model, ["last_conv"])[1])  # pooling + dense
+    assert not is_linear(split(model, ["block_out"])[1])  # a ReLU conv before the pooling
+    assert relative_limit("cam.1", linear_head=True) == 1e-4
+    assert relative_limit("cam.1", linear_head=False) == 1e-2
+    assert relative_limit("feature_maps", linear_head=False) == 1e-4
