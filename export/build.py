@@ -24,8 +24,15 @@ from export.quiet import captured_stderr
 DEFAULT_OPSET = 17
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"export failed: arguments: {message} (see --help)\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m export.build",
         description="Export a Keras classifier as one ONNX model that returns predictions, "
         "feature maps, gradients and the Grad-CAM map, checked against TensorFlow.",

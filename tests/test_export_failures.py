@@ -91,3 +91,10 @@ def test_a_normalization_layer_exports_without_extra_inputs(tmp_path, capsys):
     import onnx
 
     assert [value.name for value in onnx.load(str(output)).graph.input] == ["image", "class_index"]
+
+
+def test_a_bad_flag_is_one_line_and_exit_2(tmp_path):
+    result = run_export("--score", "softmax", "--output", str(tmp_path / "x.onnx"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("export failed: arguments: argument --score: invalid choice")
+    assert len(result.stderr.splitlines()) == 1
