@@ -12,7 +12,7 @@ from typing import Callable
 
 import keras
 
-from export.errors import ExportError
+from export.errors import ExportError, one_line
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def build_application(name: str, weights: str, seed: int) -> keras.Model:
     try:
         return app.constructor(weights=keras_weights, classifier_activation=None)
     except Exception as error:  # Keras raises many types for a failed download or a bad file.
-        reason = " ".join(str(error).split())[:200]
+        reason = one_line(error, 200)
         if weights == "imagenet":
             raise ExportError(
                 f"could not get the ImageNet weights of {name} ({reason}): {IMAGENET_WEIGHTS_HELP}"

@@ -18,7 +18,7 @@ import time
 import warnings
 from importlib import metadata
 
-from export.errors import ExportError
+from export.errors import ExportError, one_line
 from export.quiet import captured_stderr
 
 DEFAULT_OPSET = 17
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug of ours or of a library: still one line, no traceback
         if debug:
             raise
-        print(f"export failed: unexpected {type(error).__name__}: {' '.join(str(error).split())[:300]} "
+        print(f"export failed: unexpected {type(error).__name__}: {one_line(error)} "
               "(set ONNXCAM_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     return 0
@@ -86,11 +86,11 @@ def export(args: argparse.Namespace) -> None:
     import keras
 
     from export.classifier import load_classifier
-    from export.convert import convert, plain_function
+    from export.convert import convert
     from export.shrink import share_forward_weights
     from export.verify import relative_limit, self_check
     from export import contract
-    from export.wrap import gradcam_function, is_linear, resolve_layers, split
+    from export.wrap import gradcam_function, is_linear, plain_function, resolve_layers, split
 
     keras.config.disable_interactive_logging()  # no download progress bars: one line per step
 

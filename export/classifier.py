@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from export.applications import APPLICATIONS, build_application
-from export.errors import ExportError
+from export.errors import ExportError, one_line
 from export.preprocessing import PREPROCESSING
 
 
@@ -40,6 +40,7 @@ def load_classifier(
         keras_model = build_application(model, weights, seed)
         freeze_normalization(keras_model)
         labels = _read_labels(labels_path) if labels_path else imagenet_labels()
+        _check_label_count(labels, int(keras_model.output.shape[-1]), labels_path)
         source = "none (random, seed %d)" % seed if weights == "none" else weights
         return Classifier(
             name=model,
@@ -65,14 +66,13 @@ def load_classifier(
     try:
         keras_model = keras.models.load_model(model, compile=False)
     except Exception as error:
-        raise ExportError(f"--model {model}: Keras cannot load it ({_one_line(error)})") from None
+        raise ExportError(f"--model {model}: Keras cannot load it ({one_line(error)})") from None
     input_size = _static_input_size(keras_model, model)
     freeze_normalization(keras_model)
     logits = logits_model(keras_model)
     classes = int(logits.output.shape[-1])
     labels = _read_labels(labels_path) if labels_path else [f"class {i}" for i in range(classes)]
-    if len(labels) != classes:
-        raise ExportError(f"--labels {labels_path}: {len(labels)} names for {classes} classes")
+    _check_label_count(labels, classes, labels_path)
     return Classifier(
         name=os.path.basename(model),
         model=logits,
@@ -130,13 +130,18 @@ def _static_input_size(model: keras.Model, path: str) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+def _check_label_count(labels: list[str], classes: int, path: str | None) -> None:
+    if len(labels) != classes:
+        raise ExportError(f"--labels {path}: {len(labels)} names for {classes} classes")
+
+
 def _read_labels(path: str) -> list[str]:
     """Class names from JSON: a list, or an object {"0": name, ...}."""
     try:
         with open(path, encoding="utf-8") as file:
             data = json.load(file)
     except (OSError, ValueError) as error:
-        raise ExportError(f"--labels {path}: {_one_line(error)}") from None
+        raise ExportError(f"--labels {path}: {one_line(error)}") from None
     if isinstance(data, dict):
         try:
             data = [data[key] for key in sorted(data, key=int)]
@@ -145,7 +150,3 @@ def _read_labels(path: str) -> list[str]:
     if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
         raise ExportError(f"--labels {path}: expected a JSON list of class names")
     return data
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]

@@ -23,8 +23,7 @@ import tf2onnx
 import tf2onnx.optimizer
 from onnx import TensorProto, helper
 
-from export import contract
-from export.errors import ExportError
+from export.errors import ExportError, one_line
 
 
 def dynamic_stitch(ctx, node, name, args):  # noqa: ANN001 (tf2onnx's handler signature)
@@ -297,24 +296,6 @@ HANDLERS = {
 }
 
 
-def plain_function(
-    model: tf.keras.Model, preprocessing: str, input_size: tuple[int, int]
-) -> tf.types.experimental.GenericFunction:
-    """The classifier alone (raw pixels -> probabilities): the baseline for size and speed."""
-    from export.preprocessing import PREPROCESSING
-
-    preprocess = PREPROCESSING[preprocessing]
-
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, *input_size, 3], tf.float32, name=contract.INPUT_IMAGE)],
-        autograph=False,
-    )
-    def classify(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {contract.OUTPUT_PROBABILITIES: tf.nn.softmax(model(preprocess(image), training=False))}
-
-    return classify
-
-
 def convert(
     function: tf.types.experimental.GenericFunction, opset: int, outputs: tuple[str, ...]
 ) -> onnx.ModelProto:
@@ -329,7 +310,7 @@ def convert(
             custom_op_handlers=HANDLERS,
         )
     except Exception as error:
-        raise ExportError(f"tf2onnx could not convert the graph: {' '.join(str(error).split())[:300]}") from None
+        raise ExportError(f"tf2onnx could not convert the graph: {one_line(error)}") from None
     release_memory()
     unconverted = sorted({node.op_type for node in model.graph.node if not onnx.defs.has(node.op_type, node.domain)})
     if unconverted:

@@ -12,6 +12,8 @@ The self-check runs after this pass, so the rewrite is checked like the rest of 
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -21,10 +23,7 @@ def share_forward_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite backward ops onto forward weights and drop the initializers no longer used."""
     graph = model.graph
     arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    uses: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
+    uses = Counter(name for node in graph.node for name in node.input)
     convolutions = [node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in arrays]
     twins = _transposed_twins(graph, arrays, uses)
     ranks = _ranks(model)
@@ -93,7 +92,7 @@ def _share_conv_transpose(node, arrays, convolutions, graph) -> list[onnx.NodePr
         shared = onnx.NodeProto()
         shared.CopyFrom(node)
         shared.input[1] = name
-        if np.allclose(scale, 1.0, rtol=0, atol=0):
+        if np.all(scale == 1.0):
             return [shared]
         inverse = (1.0 / scale).astype(backward.dtype).reshape(1, -1, 1, 1)
         inverse_name = f"{node.name}/inverse_channel_scale"

@@ -3,9 +3,9 @@
 The classifier is split at the (first) target layer into `body` (pixels -> feature maps)
 and `head` (feature maps -> the other target layers' maps and the logits). The body runs
 once per image; the head runs once per (image, explained class) on repeated feature maps,
-and the gradient of each target's score flows back through the head only. Seeding the gradient with a one-hot `output_gradients`
-(rather than differentiating sum(logits * one_hot)) keeps BroadcastGradientArgs, which
-tf2onnx cannot convert, out of the graph.
+and the gradient of each target's score flows back through the head only. Seeding the
+gradient with a one-hot `output_gradients` (rather than differentiating sum(logits * one_hot))
+keeps BroadcastGradientArgs, which tf2onnx cannot convert, out of the graph.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from export import contract
-from export.errors import ExportError
+from export.errors import ExportError, one_line
 from export.preprocessing import PREPROCESSING
 
 
@@ -80,7 +80,7 @@ def split(model: keras.Model, layers: list[str]) -> tuple[keras.Model, keras.Mod
     except Exception as error:
         raise ExportError(
             f"--layer {layers[0]}: the layers after it also need other inputs (a skip connection "
-            f"crosses it), pick a block output ({' '.join(str(error).split())[:150]})"
+            f"crosses it), pick a block output ({one_line(error, 150)})"
         ) from None
     return body, head
 
@@ -158,6 +158,22 @@ def gradcam_function(
         return outputs
 
     return explain
+
+
+def plain_function(
+    model: keras.Model, preprocessing: str, input_size: tuple[int, int]
+) -> tf.types.experimental.GenericFunction:
+    """The classifier alone (raw pixels -> probabilities): the baseline for size and speed."""
+    preprocess = PREPROCESSING[preprocessing]
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, *input_size, 3], tf.float32, name=contract.INPUT_IMAGE)],
+        autograph=False,
+    )
+    def classify(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {contract.OUTPUT_PROBABILITIES: tf.nn.softmax(model(preprocess(image), training=False))}
+
+    return classify
 
 
 def _layer_outputs(

@@ -1,6 +1,7 @@
 """What an explanation returns: small records, plain data."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -42,9 +43,9 @@ class Explanation:
     def heatmaps(self) -> list[np.ndarray]:
         return [class_map.heatmap for class_map in self.maps]
 
-    @property
+    @cached_property
     def overlays(self) -> list[np.ndarray]:
-        """JET heatmap * 0.4 + image, clipped: HxWx3 uint8 RGB, one per map."""
+        """JET heatmap * 0.4 + image, clipped: HxWx3 uint8 RGB, one per map (rendered once)."""
         return [render.overlay(self.image, class_map.heatmap) for class_map in self.maps]
 
 

@@ -98,3 +98,21 @@ def test_a_bad_flag_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("export failed: arguments: argument --score: invalid choice")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_nan_in_any_self_check_case_is_kept_and_refused():
+    from export.verify import worst_of
+
+    figures = worst_of([(1e-6, 1e-7), (float("nan"), float("nan")), (2e-6, 3e-7)])
+    assert np.isnan(figures["relative"]) and np.isnan(figures["max_abs"])
+    assert not figures["relative"] <= 1e-4  # the self-check's refusal test
+
+
+def test_labels_must_match_a_built_in_model_too(tmp_path):
+    labels = tmp_path / "three.json"
+    labels.write_text('["a", "b", "c"]')
+    result = run_export("--model", "mobilenet_v3_small", "--weights", "none", "--labels", str(labels),
+                        "--output", str(tmp_path / "x.onnx"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"export failed: --labels {labels}: 3 names for 1000 classes"
+    assert not (tmp_path / "x.onnx").exists()
