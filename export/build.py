@@ -87,6 +87,7 @@ def export(args: argparse.Namespace) -> None:
 
     from export.classifier import load_classifier
     from export.convert import convert
+    from export.one_hot import gather_one_hot_products
     from export.shrink import share_forward_weights
     from export.verify import relative_limit, self_check
     from export import contract
@@ -108,7 +109,7 @@ def export(args: argparse.Namespace) -> None:
     outputs = contract.OUTPUTS[:3] + tuple(
         contract.layer_output(name, index) for index in range(len(layers)) for name in contract.LAYER_OUTPUTS
     )
-    onnx_model = share_forward_weights(convert(function, args.opset, outputs))
+    onnx_model = gather_one_hot_products(share_forward_weights(convert(function, args.opset, outputs)))
     print(f"converted: tf2onnx, opset {args.opset}, {time.monotonic() - started:.1f} s so far")
 
     linear_head = is_linear(head)

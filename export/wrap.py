@@ -146,7 +146,10 @@ def gradcam_function(
         all_gradients = tape.gradient(
             target_outputs, [repeated, *repeated_later], output_gradients=one_hot
         )
-        target_score = tf.reduce_sum(tf.stop_gradient(target_outputs) * one_hot, axis=-1)
+        # The score comes from the first forward pass: the repeated head computes the same
+        # values, and for an affine head its forward ops then drop out of the graph.
+        scores = probabilities if score == "probability" else logits
+        target_score = tf.reduce_sum(tf.gather(scores, rows) * one_hot, axis=-1)
         outputs = {
             contract.OUTPUT_PROBABILITIES: tf.identity(probabilities),
             contract.OUTPUT_EXPLAINED_CLASS: tf.identity(explained_class),

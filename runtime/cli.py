@@ -146,9 +146,8 @@ def run(args: argparse.Namespace) -> int:
             args.eigen_smooth,
             args.max_channels,
         )
-        explainers = [explainer] + [explainer.with_method(method) for method in args.method[1:]]
         top_k = args.top_k if args.top_k is not None else min(3, explainer.card.num_classes)
-        outcomes = zip(*(each.explain_each(sources, top_k, args.class_index) for each in explainers))
+        outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index)
         os.makedirs(args.out, exist_ok=True)
     except (ModelError, UsageError) as error:
         _report(str(error))

@@ -11,7 +11,7 @@ import onnxruntime as ort
 from . import contract, render
 from .errors import ImageError, ModelError, UsageError, one_line
 from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
-from .methods import DEFAULT_MAX_CHANNELS, METHODS, LayerInputs, Options
+from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
 
@@ -91,14 +91,18 @@ class Explainer:
         return other
 
     def _use_method(self, method: str) -> None:
-        self.method = METHODS[method](self._options)
+        self.method: CamMethod = METHODS[method](self._options)
+
+    def _output_names(self, methods: Sequence[CamMethod]) -> list[str]:
+        """What one run fetches for `methods`: the predictions and each layer's method outputs."""
         layer_outputs = [
             contract.layer_output(name, i)
+            for method in methods
             for i in range(len(self.card.layers))
-            for name in self.method.layer_outputs
+            for name in method.layer_outputs
         ]
         always = [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS]
-        self._output_names = list(dict.fromkeys(always + layer_outputs))
+        return list(dict.fromkeys(always + layer_outputs))
 
     def explain(
         self,
@@ -112,7 +116,8 @@ class Explainer:
         if isinstance(images, (list, tuple)):
             return [_unwrap(outcome) for outcome in self.explain_each(images, top_k, class_index)]
         targets = self._targets(top_k, class_index)
-        return _unwrap(next(self._outcomes([(describe(images), images)], top_k, targets)))
+        outcomes = self._outcomes([(describe(images), images)], top_k, targets, (self.method,))
+        return _unwrap(next(outcomes)[0])
 
     def explain_each(
         self,
@@ -122,9 +127,26 @@ class Explainer:
     ) -> Iterator[Outcome]:
         """One Outcome per image, in order, batched by batch_size: a bad image gives an Outcome
         with its error and the others go on. Bad top_k or class_index raise UsageError now."""
+        return (outcomes[0] for outcomes in self.explain_methods(images, [self.method.name], top_k, class_index))
+
+    def explain_methods(
+        self,
+        images: Iterable[ImageInput],
+        methods: Sequence[str],
+        top_k: int = 3,
+        class_index: int | Sequence[int] | None = None,
+    ) -> Iterator[tuple[Outcome, ...]]:
+        """Like explain_each under several methods: per image, one Outcome per method (in the
+        order given). Each image is decoded once and each batch runs the model once, fetching what
+        all the methods need (Score-CAM's masked runs come on top)."""
+        for method in methods:
+            _check_method(method)
+        if not methods:
+            raise UsageError("methods: an empty list; give at least one method")
+        chosen = tuple(METHODS[method](self._options) for method in methods)
         targets = self._targets(top_k, class_index)
         named = ((describe(image, position), image) for position, image in enumerate(images))
-        return self._outcomes(named, top_k, targets)
+        return self._outcomes(named, top_k, targets, chosen)
 
     def _targets(self, top_k: int, class_index: int | Sequence[int] | None) -> np.ndarray:
         """The class_index row fed to the model: -1 = the k-th most probable class."""
@@ -146,15 +168,23 @@ class Explainer:
         return np.array(indices, dtype=np.int64)
 
     def _outcomes(
-        self, named: Iterable[tuple[str, ImageInput]], top_k: int, targets: np.ndarray
-    ) -> Iterator[Outcome]:
+        self,
+        named: Iterable[tuple[str, ImageInput]],
+        top_k: int,
+        targets: np.ndarray,
+        methods: tuple[CamMethod, ...],
+    ) -> Iterator[tuple[Outcome, ...]]:
         iterator = iter(named)
         while chunk := list(itertools.islice(iterator, self.batch_size)):
-            yield from self._explain_chunk(chunk, top_k, targets)
+            yield from self._explain_chunk(chunk, top_k, targets, methods)
 
     def _explain_chunk(
-        self, chunk: list[tuple[str, ImageInput]], top_k: int, targets: np.ndarray
-    ) -> list[Outcome]:
+        self,
+        chunk: list[tuple[str, ImageInput]],
+        top_k: int,
+        targets: np.ndarray,
+        methods: tuple[CamMethod, ...],
+    ) -> list[tuple[Outcome, ...]]:
         decoded: list[tuple[str, np.ndarray | ImageError]] = []
         for source, image in chunk:
             try:
@@ -163,45 +193,47 @@ class Explainer:
                 decoded.append((source, error))
         good = [image for _, image in decoded if isinstance(image, np.ndarray)]
         if not good:
-            return [Outcome(source, error=error) for source, error in decoded]
+            return [(Outcome(source, error=error),) * len(methods) for source, error in decoded]
         inputs = np.stack([resize_for_model(image, self.card.input_size) for image in good])
-        outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(targets, (len(good), 1)))
+        outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(targets, (len(good), 1)), methods)
         position = iter(range(len(good)))
         outcomes = []
         for source, image in decoded:
             if isinstance(image, ImageError):
-                outcomes.append(Outcome(source, error=image))
+                outcomes.append((Outcome(source, error=image),) * len(methods))
                 continue
             n = next(position)
-            explanation = self._explanation(
-                source,
-                image,
-                outputs[contract.OUTPUT_PROBABILITIES][n],
-                outputs[contract.OUTPUT_EXPLAINED_CLASS][n],
-                [maps[n] for maps in raw_maps],
-                top_k,
-            )
-            outcomes.append(Outcome(source, explanation=explanation))
+            outcomes.append(tuple(
+                Outcome(source, explanation=self._explanation(
+                    source,
+                    image,
+                    outputs[contract.OUTPUT_PROBABILITIES][n],
+                    outputs[contract.OUTPUT_EXPLAINED_CLASS][n],
+                    [maps[n] for maps in method_maps],
+                    top_k,
+                    method.name,
+                ))
+                for method, method_maps in zip(methods, raw_maps, strict=True)
+            ))
         return outcomes
 
     def _outputs_and_maps(
-        self, inputs: np.ndarray, class_index: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-        """The plain run's outputs, and raw maps [N, K, h, w]: one per target layer, and with
-        aug_smooth one per layer and augmentation (the same classes, maps flipped back)."""
-        outputs = self._run(inputs, class_index)
+        self, inputs: np.ndarray, class_index: np.ndarray, methods: tuple[CamMethod, ...]
+    ) -> tuple[dict[str, np.ndarray], list[list[np.ndarray]]]:
+        """The plain run's outputs, and per method raw maps [N, K, h, w]: one per target layer,
+        and with aug_smooth one per layer and augmentation (the same classes, maps flipped back)."""
+        names = self._output_names(methods)
+        outputs = self._fetch(names, inputs, class_index)
         explained = outputs[contract.OUTPUT_EXPLAINED_CLASS]
-        raw_maps = self._raw_maps(inputs, outputs)
+        raw_maps = [self._raw_maps(method, inputs, outputs) for method in methods]
         for flip, factor in AUGMENTATIONS[1:] if self.aug_smooth else ():
             augmented = inputs * np.float32(factor)
             augmented = augmented[:, :, ::-1] if flip else augmented
-            maps = self._raw_maps(augmented, self._run(augmented, explained))
-            raw_maps += [layer_maps[..., ::-1] if flip else layer_maps for layer_maps in maps]
+            augmented_outputs = self._fetch(names, augmented, explained)
+            for method, method_maps in zip(methods, raw_maps, strict=True):
+                maps = self._raw_maps(method, augmented, augmented_outputs)
+                method_maps += [layer_maps[..., ::-1] if flip else layer_maps for layer_maps in maps]
         return outputs, raw_maps
-
-    def _run(self, inputs: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
-        """The method's outputs for model inputs [N, H, W, 3] and class_index [N, K]."""
-        return self._fetch(self._output_names, inputs, class_index)
 
     def _predict(self, inputs: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
         """Only the predictions and scores: what a method may ask for other images (Score-CAM)."""
@@ -216,16 +248,18 @@ class Explainer:
         }
         return dict(zip(names, self._session.run(list(names), feeds), strict=True))
 
-    def _raw_maps(self, inputs: np.ndarray, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _raw_maps(
+        self, method: CamMethod, inputs: np.ndarray, outputs: dict[str, np.ndarray]
+    ) -> list[np.ndarray]:
         """The method's raw maps [N, K, h, w], one array per target layer."""
         maps = []
         for i in range(len(self.card.layers)):
             layer_outputs = {
-                name: outputs[contract.layer_output(name, i)] for name in self.method.layer_outputs
+                name: outputs[contract.layer_output(name, i)] for name in method.layer_outputs
             }
             layer_outputs[contract.OUTPUT_EXPLAINED_CLASS] = outputs[contract.OUTPUT_EXPLAINED_CLASS]
             maps.append(
-                self.method.raw_maps(LayerInputs(layer_outputs, inputs, self._predict, self.batch_size))
+                method.raw_maps(LayerInputs(layer_outputs, inputs, self._predict, self.batch_size))
             )
         return maps
 
@@ -237,6 +271,7 @@ class Explainer:
         explained: np.ndarray,
         raw_maps: list[np.ndarray],
         top_k: int,
+        method: str,
     ) -> Explanation:
         """raw_maps: [K, h, w] per target layer (and augmentation), fused per class."""
         labels = self.card.labels
@@ -250,7 +285,7 @@ class Explainer:
             maps.append(
                 ClassMap(class_index, labels[class_index], int(rank[class_index]), heat, render.peak(heat))
             )
-        return Explanation(source, image, predictions, tuple(maps), self.method.name)
+        return Explanation(source, image, predictions, tuple(maps), method)
 
 
 def _check_method(method: str) -> None:

@@ -35,6 +35,15 @@ def test_file_is_at_most_1_1_times_the_plain_classifier(resnet50_export):
     assert ratio <= 1.1
 
 
+def test_the_classifier_matrix_is_multiplied_once(resnet50_export):
+    """The affine head is not run again for the gradient, and the one-hot backward product
+    is a row lookup: only the forward Dense layer multiplies by the 2048 x 1000 matrix."""
+    graph = onnx.load(str(resnet50_export.onnx_path)).graph
+    matrices = {init.name for init in graph.initializer if sorted(init.dims) == [1000, 2048]}
+    users = [node.op_type for node in graph.node if set(node.input) & matrices]
+    assert sorted(users) == ["Gather", "Gemm"]
+
+
 def test_seeded_random_weights_are_the_ones_rebuilt_here(resnet50_export, random_resnet50):
     digest = hashlib.sha256()
     for weight in random_resnet50.weights:

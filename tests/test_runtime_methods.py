@@ -257,6 +257,40 @@ def test_the_explainer_fetches_only_what_the_method_needs(model_path, name, fetc
     assert runs[1:] == ([list(PREDICTION_OUTPUTS)] if name == "scorecam" else [])
 
 
+@pytest.mark.parametrize("options", [{}, {"aug_smooth": True}])
+def test_several_methods_share_one_decode_and_one_run_per_batch(model_path, options):
+    """explain_methods: per image, what each method alone gives; the model runs once per batch
+    (six times with aug_smooth) fetching the union of the methods' outputs."""
+    explainer = Explainer(model_path, device="cpu", batch_size=2, **options)
+    runs = []
+
+    class RecordingSession:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, output_names, feeds):
+            runs.append(list(output_names))
+            return self.session.run(output_names, feeds)
+
+    explainer._session = RecordingSession(explainer._session)
+    images = [blob_image(32, 32, (0, 0, 8, 8)), b"not an image", blob_image(40, 48, (20, 4, 28, 12), (0, 255, 0))]
+    methods = ["gradcam", "layercam", "eigencam"]
+    per_image = list(explainer.explain_methods(images, methods, top_k=2))
+    assert len(runs) == 2 * (6 if options else 1)  # batches [image 0, bad image], [image 2]
+    union = [contract.OUTPUT_CAM, contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS]
+    assert runs[0] == [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, *union]
+    assert [outcome.error is None for outcome in per_image[1]] == [False] * 3
+    for index in (0, 2):
+        for method, outcome in zip(methods, per_image[index], strict=True):
+            alone = explainer.with_method(method).explain(images[index], top_k=2)
+            assert outcome.explanation.method == method
+            shared_predictions = [(p.index, p.probability) for p in outcome.explanation.predictions]
+            assert shared_predictions == pytest.approx([(p.index, p.probability) for p in alone.predictions])
+            for shared, single in zip(outcome.explanation.maps, alone.maps, strict=True):
+                assert shared.class_index == single.class_index
+                np.testing.assert_allclose(shared.heatmap, single.heatmap, atol=1e-5)
+
+
 def test_eigen_smooth_makes_gradcam_fetch_feature_maps_and_pooled_gradients():
     assert GradCam().layer_outputs == (contract.OUTPUT_CAM,)
     smooth = GradCam(Options(eigen_smooth=True)).layer_outputs
