@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from .errors import ModelError, UsageError, one_line
-from .explainer import DEVICES, Explainer
+from .explainer import Explainer
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .methods import DEFAULT_MAX_CHANNELS, METHODS
 from .render import contact_sheet, save_npy, save_png
 from .results import Explanation
+from .session import DEVICES
 
 EXIT_OK = 0
 EXIT_IMAGE_FAILED = 1

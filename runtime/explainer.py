@@ -6,37 +6,25 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 from . import contract, render
-from .errors import ImageError, ModelError, UsageError, one_line
-from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
+from .errors import ImageError, UsageError
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    decode_image,
+    describe,
+    resize_for_model,
+)
 from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
+from .session import open_session
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
-ORT_LOG_ERRORS_ONLY = 3
 # aug_smooth: pytorch-grad-cam's test-time augmentation (ttach HorizontalFlip x Multiply), as
 # (flip, factor on the raw 0..255 pixels, not clipped); the first is the plain run.
 AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 0.9), (True, 1.0), (True, 1.1))
 PREDICTION_OUTPUTS = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_SCORE)
-
-
-def choose_providers(device: str, available: Sequence[str]) -> list[str]:
-    """Providers for `device`: auto = CUDA when onnxruntime offers it, else CPU."""
-    if device not in DEVICES:
-        raise UsageError(f"device {device!r}: unknown (use {', '.join(DEVICES)})")
-    if device == "cuda" and CUDA not in available:
-        raise UsageError(
-            f"device cuda: onnxruntime offers no {CUDA} (only {', '.join(available)}); "
-            "install onnxruntime-gpu or use device cpu"
-        )
-    if device == "cpu" or CUDA not in available:
-        return [CPU]
-    return [CUDA, CPU]
 
 
 class Explainer:
@@ -74,12 +62,8 @@ class Explainer:
         self.max_pixels = max_pixels
         self.aug_smooth = aug_smooth
         self._options = Options(eigen_smooth=eigen_smooth, max_channels=max_channels)
-        self._session = _open_session(
-            self.model_path, choose_providers(device, ort.get_available_providers())
-        )
+        self._session = open_session(self.model_path, device)
         self.provider: str = self._session.get_providers()[0]
-        if device == "cuda" and self.provider != CUDA:
-            raise UsageError(f"device cuda: {CUDA} failed to load (check the CUDA and cuDNN libraries)")
         self.card: ModelCard = read_model_card(self.model_path, self._session)
         self._use_method(method)
 
@@ -291,17 +275,6 @@ class Explainer:
 def _check_method(method: str) -> None:
     if method not in METHODS:
         raise UsageError(f"method {method!r}: unknown (use {', '.join(METHODS)})")
-
-
-def _open_session(path: str, providers: list[str]) -> ort.InferenceSession:
-    if not os.path.isfile(path):
-        raise ModelError(f"{path}: model file not found")
-    options = ort.SessionOptions()
-    options.log_severity_level = ORT_LOG_ERRORS_ONLY
-    try:
-        return ort.InferenceSession(path, sess_options=options, providers=providers)
-    except Exception as error:  # onnxruntime raises its own classes for each way a file is bad
-        raise ModelError(f"{path}: cannot load model, corrupt or not ONNX ({one_line(error)})") from None
 
 
 def _unwrap(outcome: Outcome) -> Explanation:

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from runtime import Explainer, Explanation, ImageError, UsageError, contract, render
-from runtime.explainer import AUGMENTATIONS, choose_providers
+from runtime.explainer import AUGMENTATIONS
+from runtime.session import choose_providers
 from runtime.methods import METHODS, CamMethod
 from tests.fake_model import LABELS, LAYERS, blob_image, write_fake_model
 

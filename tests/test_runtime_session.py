@@ -1,0 +1,92 @@
+"""runtime/session.py: a CUDA provider that fails to load becomes one line, error or warning."""
+
+import os
+import warnings
+
+import onnxruntime as ort
+import pytest
+
+from runtime import Explainer, UsageError
+from runtime import session as session_module
+from runtime.session import CPU, CUDA, cuda_failure
+from tests.fake_model import write_fake_model
+
+# What onnxruntime-gpu 1.31.1 wrote to stderr on this (GPU-less, CUDA-less) machine when a session
+# asked for CUDA: colour codes, an error and a warning, then the session ran on the CPU.
+ORT_GPU_LOG = (
+    "\x1b[1;31m2026-11-27 04:25:04.384662897 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] "
+    "/onnxruntime_src/onnxruntime/core/session/provider_bridge_ort.cc:2043 onnxruntime::Provider& "
+    "onnxruntime::ProviderLibrary::Get() [ONNXRuntimeError] : 1 : FAIL : Failed to load library "
+    "/tmp/ortgpu_target/onnxruntime/capi/libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: "
+    "cannot open shared object file: No such file or directory\n\x1b[m\n"
+    "\x1b[0;93m2026-11-27 04:25:04.384707354 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1295 "
+    "CreateExecutionProviderFactoryInstance] Failed to create CUDAExecutionProvider. Require cuDNN 9.* and "
+    "CUDA 13.*. Please install all dependencies as mentioned in the GPU requirements page "
+    "(https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html#requirements), make sure "
+    "they're in the PATH, and that your GPU is supported.\x1b[m\n"
+)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return str(write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx"))
+
+
+def test_the_gist_of_onnxruntimes_log():
+    assert cuda_failure(ORT_GPU_LOG) == (
+        "libcublasLt.so.13: cannot open shared object file: No such file or directory; "
+        "requires cuDNN 9.* and CUDA 13.*"
+    )
+    assert cuda_failure("") == "onnxruntime gave no reason"
+
+
+@pytest.fixture
+def cuda_that_fails(monkeypatch):
+    """onnxruntime offers CUDA; creating a session writes ORT_GPU_LOG to fd 2 and runs on the CPU."""
+    real_session = ort.InferenceSession
+
+    def failing_session(path, sess_options=None, providers=()):
+        os.write(2, ORT_GPU_LOG.encode())
+        return real_session(path, sess_options=sess_options, providers=[CPU])
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", failing_session)
+    monkeypatch.setattr(session_module, "_preload_cuda_libraries", lambda: None)
+
+
+def test_device_cuda_that_fails_to_load_is_one_error_line(model_path, cuda_that_fails, capfd):
+    with pytest.raises(UsageError) as raised:
+        Explainer(model_path, device="cuda")
+    message = str(raised.value)
+    assert message.startswith(f"device cuda: {CUDA} failed to load (libcublasLt.so.13: cannot open")
+    assert "requires cuDNN 9.* and CUDA 13.*" in message and "\n" not in message
+    assert capfd.readouterr().err == ""  # onnxruntime's own lines were caught
+
+
+def test_device_auto_warns_once_and_runs_on_the_cpu(model_path, cuda_that_fails, capfd):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        explainer = Explainer(model_path, device="auto")
+    assert explainer.provider == CPU
+    assert [str(w.message) for w in caught] == [
+        f"device auto: {CUDA} failed to load (libcublasLt.so.13: cannot open shared object file: No such "
+        "file or directory; requires cuDNN 9.* and CUDA 13.*), running on the CPU"
+    ]
+    assert capfd.readouterr().err == ""
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(model_path, cuda_that_fails, tmp_path, capfd):
+    from runtime.cli import main
+    from runtime.render import save_png
+    from tests.fake_model import blob_image
+
+    image = str(tmp_path / "blob.png")
+    save_png(image, blob_image(32, 32, (0, 0, 8, 8)))
+    assert main([image, "--model", model_path, "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"onnxcam: device cuda: {CUDA} failed to load (libcublasLt")
+    assert not (tmp_path / "out").exists()
+    assert main([image, "--model", model_path, "--out", str(tmp_path / "out"), "--device", "auto"]) == 0
+    lines = capfd.readouterr().err.splitlines()
+    assert lines[0].startswith(f"onnxcam: warning: device auto: {CUDA} failed to load (libcublasLt")
+    assert "on CPUExecutionProvider" in lines[1]
