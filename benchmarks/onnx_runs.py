@@ -20,24 +20,17 @@ import onnxruntime as ort
 
 from benchmarks.images import model_batch, photos
 from runtime import Explainer, contract
-
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-LOG_ERRORS_ONLY = 3
+from runtime import session as runtime_session
+from runtime.session import CUDA
 RUNTIME_OUTPUTS = [contract.OUTPUT_CAM, contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS]
 CPU_VARIANTS = ("runtime", "gradcam", "plain")
 CUDA_VARIANTS = CPU_VARIANTS + ("gradcam_cam_only", "gradcam_all_outputs", "gradcam_iobinding", "plain_iobinding")
 
 
 def open_session(path: str, device: str) -> ort.InferenceSession:
-    """A session as the runtime opens one: default options, CUDA first on device cuda."""
-    options = ort.SessionOptions()
-    options.log_severity_level = LOG_ERRORS_ONLY
-    providers = [CUDA, CPU] if device == "cuda" else [CPU]
-    session = ort.InferenceSession(path, sess_options=options, providers=providers)
-    if session.get_providers()[0] != providers[0]:
-        raise RuntimeError(f"{providers[0]} failed to load for {path}")
-    return session
+    """A session as the runtime opens one (`runtime.session.open_session`): default options, CUDA
+    first on device cuda, one line when CUDA fails to load."""
+    return runtime_session.open_session(path, device)
 
 
 class BoundRun:

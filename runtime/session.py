@@ -57,8 +57,12 @@ def open_session(path: str, device: str) -> ort.InferenceSession:
         return session
     reason = cuda_failure(text)
     if device == "cuda":
-        raise UsageError(f"device cuda: {CUDA} failed to load ({reason}); install the CUDA and cuDNN "
-                         "libraries it needs (pip install 'onnxruntime-gpu[cuda,cudnn]') or use device cpu")
+        if "libcuda.so" in reason:
+            advice = "no NVIDIA driver here (libcuda is the driver's library): use device cpu"
+        else:
+            advice = ("install the CUDA and cuDNN libraries it needs (pip install "
+                      "'onnxruntime-gpu[cuda,cudnn]') or use device cpu")
+        raise UsageError(f"device cuda: {CUDA} failed to load ({reason}); {advice}")
     warnings.warn(f"device auto: {CUDA} failed to load ({reason}), running on the CPU", stacklevel=3)
     return session
 

@@ -32,6 +32,11 @@ def model_path(tmp_path_factory):
     return str(write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx"))
 
 
+# The same with the nvidia-* packages of `pip install onnxruntime-gpu[cuda,cudnn]` preloaded: the CUDA
+# libraries were found, the driver's was not (no GPU here).
+ORT_GPU_NO_DRIVER_LOG = ORT_GPU_LOG.replace("libcublasLt.so.13", "libcuda.so.1")
+
+
 def test_the_gist_of_onnxruntimes_log():
     assert cuda_failure(ORT_GPU_LOG) == (
         "libcublasLt.so.13: cannot open shared object file: No such file or directory; "
@@ -40,18 +45,22 @@ def test_the_gist_of_onnxruntimes_log():
     assert cuda_failure("") == "onnxruntime gave no reason"
 
 
-@pytest.fixture
-def cuda_that_fails(monkeypatch):
-    """onnxruntime offers CUDA; creating a session writes ORT_GPU_LOG to fd 2 and runs on the CPU."""
+def fail_cuda(monkeypatch, log: str) -> None:
+    """onnxruntime offers CUDA; creating a session writes `log` to fd 2 and runs on the CPU."""
     real_session = ort.InferenceSession
 
     def failing_session(path, sess_options=None, providers=()):
-        os.write(2, ORT_GPU_LOG.encode())
+        os.write(2, log.encode())
         return real_session(path, sess_options=sess_options, providers=[CPU])
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(ort, "InferenceSession", failing_session)
     monkeypatch.setattr(session_module, "_preload_cuda_libraries", lambda: None)
+
+
+@pytest.fixture
+def cuda_that_fails(monkeypatch):
+    fail_cuda(monkeypatch, ORT_GPU_LOG)
 
 
 def test_device_cuda_that_fails_to_load_is_one_error_line(model_path, cuda_that_fails, capfd):
@@ -61,6 +70,13 @@ def test_device_cuda_that_fails_to_load_is_one_error_line(model_path, cuda_that_
     assert message.startswith(f"device cuda: {CUDA} failed to load (libcublasLt.so.13: cannot open")
     assert "requires cuDNN 9.* and CUDA 13.*" in message and "\n" not in message
     assert capfd.readouterr().err == ""  # onnxruntime's own lines were caught
+
+
+def test_a_missing_driver_is_named_as_such(model_path, monkeypatch):
+    fail_cuda(monkeypatch, ORT_GPU_NO_DRIVER_LOG)
+    with pytest.raises(UsageError, match=r"\(libcuda.so.1: cannot open shared object file: No such file or "
+                       r"directory; requires cuDNN 9.\* and CUDA 13.\*\); no NVIDIA driver here"):
+        Explainer(model_path, device="cuda")
 
 
 def test_device_auto_warns_once_and_runs_on_the_cpu(model_path, cuda_that_fails, capfd):
