@@ -1,7 +1,7 @@
 """`python -m benchmarks`: onnxcam against plain classification and the TensorFlow recipe, measured
 in one run on this machine (offline).
 
-    python -m benchmarks                 # full CPU run (about 15 minutes on 2 cores)
+    python -m benchmarks                 # full CPU run (about 5 minutes on 2 cores)
     python -m benchmarks --quick         # fewer repetitions and batch sizes: under 5 minutes
     python -m benchmarks --device cuda   # on a GPU, with onnxruntime-gpu (TensorFlow optional)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,9 @@ change in the machine's load hits them alike; warm-up calls come first and are n
 timed call follows an untimed 0.1 s pause, so that the previous variant's onnxruntime threads
 have stopped spinning (without it the call after a switch was ~30% slower on 2 cores).
 Latency per image = call time / batch (perf_counter), median and p90 over the calls; throughput =
-images / total time of the calls. onnxruntime and TensorFlow keep their default thread settings
+images / total time of the calls. A ratio of two onnxruntime variants is the median over rounds
+of their ratio within a round (each round times every variant once, so both calls of a pair saw
+the same load; on this shared 2-core VM a ratio of medians moved by ±5% between runs). onnxruntime and TensorFlow keep their default thread settings
 (onnxruntime: intra-op threads = all cores). Peak RSS of the onnxruntime rows: a process running
 only that variant, after its batches up to this one. Cold start: perf_counter around a new
 process, from its start to its exit, by which the overlay is on disk; median of 3 after one
@@ -110,14 +113,22 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
     def ratio(numerator: float | None, denominator: float | None) -> float | None:
         return numerator / denominator if numerator is not None and denominator else None
 
+    def paired(variant: str, base: str, batch: int) -> float | None:
+        """Median over rounds of the two variants' call times in that round (timed alternately in
+        one process, so each pair saw the same load): steadier than a ratio of medians."""
+        calls = [latency.get(name, {}).get(str(batch), {}).get("call_seconds") for name in (variant, base)]
+        if not all(calls):
+            return None
+        return statistics.median(a / b for a, b in zip(*calls))
+
     targets = Targets()
     batches = results["batches"]
     for batch in batches:
         targets.add(f"Grad-CAM graph / plain latency, batch {batch}",
-                    ratio(figure("gradcam", batch), figure("plain", batch)), _times,
+                    paired("gradcam", "plain", batch), _times,
                     ("≤", 1.03, "1.03×") if on_cpu and batch in (1, 8) else None)
     for batch in batches:
-        overhead = ratio(figure("runtime", batch), figure("gradcam", batch))
+        overhead = paired("runtime", "gradcam", batch)
         targets.add(f"runtime's own pre/post-processing over the bare run, batch {batch}",
                     None if overhead is None else overhead - 1, _percent, ("<", 0.05, "5%") if on_cpu else None)
     if not on_cpu:
