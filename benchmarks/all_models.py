@@ -3,8 +3,8 @@
 For each model: `python -m export.build --model NAME --weights none` (random weights, offline)
 with the plain classifier beside it; the export's own self-check (every output against a
 float64 TensorFlow GradientTape, batch 4 x 3 and 1 x 1) gives the parity figure; then both
-files are timed in onnxruntime on the CPU at batch 1 (Grad-CAM fetching `cam`, the runtime's
-default path, against plain classification), and every runtime method explains a photo with it
+files are timed in onnxruntime on the CPU at batch 1, alternating call by call (Grad-CAM fetching
+`cam`, the runtime's default path, against plain classification; ratio = median of the pairs'), and every runtime method explains a photo with it
 (Score-CAM limited to 16 channels). Prints a Markdown table and writes it to
 `benchmarks/all_models.md`. Takes about 15-25 minutes on 2 cores.
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from benchmarks.timing import Budget, interleaved
 from runtime import METHODS, Explainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,17 +34,6 @@ MODELS = (
 )
 COLUMNS = ("model", "layer", "parity: worst relative error", "MiB", "x plain", "export s", "export peak GiB",
            "Grad-CAM ms", "plain ms", "ratio", "methods")
-
-
-def median_ms(session: onnxruntime.InferenceSession, outputs: list[str], feeds: dict, repeats: int) -> float:
-    session.run(outputs, feeds)
-    times = []
-    for _ in range(repeats):
-        time.sleep(0.1)  # let the other session's onnxruntime threads stop spinning (BENCHMARKS.md)
-        start = time.perf_counter()
-        session.run(outputs, feeds)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def measure(name: str, folder: Path, repeats: int) -> dict[str, str]:
@@ -60,22 +50,26 @@ def measure(name: str, folder: Path, repeats: int) -> dict[str, str]:
     layer = re.search(r"^layers?: (.+), score", out, re.M).group(1)
     worst, error, limit = re.search(r"worst (\S+) (\S+) relative \(limit ([^,)]+)", out).groups()
     parity = f"{error} ({worst}; limit {limit})"
-    size, seconds, peak = re.search(r"wrote .+ \((\S+) MiB\) in (\S+) s, peak RSS (\S+) GiB", out).groups()
+    size, export_s, peak = re.search(r"wrote .+ \((\S+) MiB\) in (\S+) s, peak RSS (\S+) GiB", out).groups()
     ratio = re.search(r"model is (\S+)x", out).group(1)
     cam_session = onnxruntime.InferenceSession(str(gradcam), providers=["CPUExecutionProvider"])
     plain_session = onnxruntime.InferenceSession(str(plain), providers=["CPUExecutionProvider"])
     height, width = cam_session.get_inputs()[0].shape[1:3]
     image = np.random.default_rng(0).uniform(0, 255, (1, height, width, 3)).astype(np.float32)
-    cam_ms = median_ms(cam_session, ["probabilities", "explained_class", "cam"],
-                       {"image": image, "class_index": np.full((1, 1), -1, np.int64)}, repeats)
-    plain_ms = median_ms(plain_session, ["probabilities"], {"image": image}, repeats)
+    cam_feeds = {"image": image, "class_index": np.full((1, 1), -1, np.int64)}
+    seconds = interleaved({
+        "gradcam": lambda: cam_session.run(["probabilities", "explained_class", "cam"], cam_feeds),
+        "plain": lambda: plain_session.run(["probabilities"], {"image": image}),
+    }, Budget(warmup=1, min_rounds=repeats, min_seconds=0.0, max_rounds=repeats))
+    cam_ms, plain_ms = (statistics.median(seconds[name]) * 1000 for name in ("gradcam", "plain"))
+    ratio_ms = statistics.median(a / b for a, b in zip(seconds["gradcam"], seconds["plain"]))
     methods = methods_that_run(gradcam)
     for path in (gradcam, plain):
         path.unlink()
     return {
         "model": name, "layer": layer, "parity: worst relative error": parity, "MiB": size, "x plain": ratio,
-        "export s": seconds, "export peak GiB": peak, "Grad-CAM ms": f"{cam_ms:.1f}",
-        "plain ms": f"{plain_ms:.1f}", "ratio": f"{cam_ms / plain_ms:.2f}", "methods": methods,
+        "export s": export_s, "export peak GiB": peak, "Grad-CAM ms": f"{cam_ms:.1f}",
+        "plain ms": f"{plain_ms:.1f}", "ratio": f"{ratio_ms:.2f}", "methods": methods,
     }
 
 
@@ -96,7 +90,7 @@ def methods_that_run(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.all_models", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model (default 10)")
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs of each graph per model (default 30)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "all_models.md"))
     args = parser.parse_args(argv)
     rows = []
@@ -109,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
     header = (f"# Every built-in model: export, parity, size, latency\n\n`python -m benchmarks.all_models`, "
               f"{time.strftime('%Y-%m-%d')}, {machine}; random weights (`--weights none`), CPU, batch 1, "
-              f"median of {args.repeats} runs. Parity: the export's self-check, every output against a float64 "
+              f"median of {args.repeats} runs of each graph, alternating; ratio: median of the per-pair ratios. Parity: the export's self-check, every output against a float64 "
               "TensorFlow GradientTape.\n\n")
     table = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n" + "\n".join(rows) + "\n"
     Path(args.output).write_text(header + table)

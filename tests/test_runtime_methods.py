@@ -228,6 +228,22 @@ def test_scorecam_matches_a_loop_over_masked_inputs(session, outputs, images, ma
         )
 
 
+def record_runs(explainer: Explainer) -> list[list[str]]:
+    """Wrap the explainer's session; the returned list gets the output names of each run."""
+    runs: list[list[str]] = []
+
+    class RecordingSession:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, output_names, feeds):
+            runs.append(list(output_names))
+            return self.session.run(output_names, feeds)
+
+    explainer._session = RecordingSession(explainer._session)
+    return runs
+
+
 @pytest.mark.parametrize(
     "name, fetched",
     [
@@ -240,17 +256,7 @@ def test_scorecam_matches_a_loop_over_masked_inputs(session, outputs, images, ma
 )
 def test_the_explainer_fetches_only_what_the_method_needs(model_path, name, fetched):
     explainer = Explainer(model_path, device="cpu", method=name)
-    runs = []
-
-    class RecordingSession:
-        def __init__(self, session):
-            self.session = session
-
-        def run(self, output_names, feeds):
-            runs.append(list(output_names))
-            return self.session.run(output_names, feeds)
-
-    explainer._session = RecordingSession(explainer._session)
+    runs = record_runs(explainer)
     explainer.explain(blob_image(32, 32, (0, 0, 8, 8)))
     assert runs[0] == [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, *fetched]
     # Score-CAM's masked runs (3 channels, up to 8 images a run) fetch only predictions and scores
@@ -262,17 +268,7 @@ def test_several_methods_share_one_decode_and_one_run_per_batch(model_path, opti
     """explain_methods: per image, what each method alone gives; the model runs once per batch
     (six times with aug_smooth) fetching the union of the methods' outputs."""
     explainer = Explainer(model_path, device="cpu", batch_size=2, **options)
-    runs = []
-
-    class RecordingSession:
-        def __init__(self, session):
-            self.session = session
-
-        def run(self, output_names, feeds):
-            runs.append(list(output_names))
-            return self.session.run(output_names, feeds)
-
-    explainer._session = RecordingSession(explainer._session)
+    runs = record_runs(explainer)
     images = [blob_image(32, 32, (0, 0, 8, 8)), b"not an image", blob_image(40, 48, (20, 4, 28, 12), (0, 255, 0))]
     methods = ["gradcam", "layercam", "eigencam"]
     per_image = list(explainer.explain_methods(images, methods, top_k=2))
