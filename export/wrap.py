@@ -3,7 +3,10 @@
 The classifier is split at the (first) target layer into `body` (pixels -> feature maps)
 and `head` (feature maps -> the other target layers' maps and the logits). The body runs
 once per image; the head runs once per (image, explained class) on repeated feature maps,
-and the gradient of each target's score flows back through the head only. Seeding the
+and nowhere else: each image's first row gives its predictions, so a nonlinear head (VGG16's
+dense layers, MobileNetV3's hard-swish) is not run twice, and with one class per image the
+graph does the classifier's forward work once. The gradient of each target's score flows back
+through the head only. Seeding the
 gradient with a one-hot `output_gradients` (rather than differentiating sum(logits * one_hot))
 keeps BroadcastGradientArgs, which tf2onnx cannot convert, out of the graph.
 """
@@ -126,30 +129,30 @@ def gradcam_function(
     )
     def explain(image: tf.Tensor, class_index: tf.Tensor) -> dict[str, tf.Tensor]:
         first_maps = body(preprocess(image), training=False)
-        *later_maps, logits = _outputs(head, first_maps)
-        probabilities = tf.nn.softmax(logits)
-
         images = tf.shape(class_index, out_type=tf.int64)[0]
         targets_per_image = tf.shape(class_index, out_type=tf.int64)[1]
-        top = tf.cast(tf.math.top_k(logits, k=tf.cast(targets_per_image, tf.int32)).indices, tf.int64)
-        explained_class = tf.where(class_index < 0, top, class_index)
-
-        # One row per (image, target): row r belongs to image r // K.
+        # One row per (image, target): row r belongs to image r // K. The head runs once, on
+        # these rows; each image's first row gives its predictions.
         rows = tf.range(images * targets_per_image) // targets_per_image
+        first_rows = tf.range(images) * targets_per_image
         repeated = tf.gather(first_maps, rows)
-        one_hot = tf.one_hot(tf.reshape(explained_class, [-1]), depth=logits.shape[-1])
         with tf.GradientTape() as tape:
             tape.watch(repeated)
-            *repeated_later, target_outputs = _outputs(head, repeated)
+            *repeated_later, repeated_logits = _outputs(head, repeated)
+            repeated_scores = repeated_logits
             if score == "probability":
-                target_outputs = tf.nn.softmax(target_outputs)
+                repeated_scores = tf.nn.softmax(repeated_logits)
+        logits = tf.gather(repeated_logits, first_rows)
+        later_maps = [tf.gather(maps, first_rows) for maps in repeated_later]
+        probabilities = tf.nn.softmax(logits)
+
+        top = tf.cast(tf.math.top_k(logits, k=tf.cast(targets_per_image, tf.int32)).indices, tf.int64)
+        explained_class = tf.where(class_index < 0, top, class_index)
+        one_hot = tf.one_hot(tf.reshape(explained_class, [-1]), depth=logits.shape[-1])
         all_gradients = tape.gradient(
-            target_outputs, [repeated, *repeated_later], output_gradients=one_hot
+            repeated_scores, [repeated, *repeated_later], output_gradients=one_hot
         )
-        # The score comes from the first forward pass: the repeated head computes the same
-        # values, and for an affine head its forward ops then drop out of the graph.
-        scores = probabilities if score == "probability" else logits
-        target_score = tf.reduce_sum(tf.gather(scores, rows) * one_hot, axis=-1)
+        target_score = tf.reduce_sum(repeated_scores * one_hot, axis=-1)
         outputs = {
             contract.OUTPUT_PROBABILITIES: tf.identity(probabilities),
             contract.OUTPUT_EXPLAINED_CLASS: tf.identity(explained_class),
