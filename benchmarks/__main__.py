@@ -30,9 +30,11 @@ from typing import Any
 import onnxruntime as ort
 
 from benchmarks import cold_start, machine, models, report
-from benchmarks.onnx_runs import CPU_VARIANTS, CUDA, CUDA_VARIANTS
+from benchmarks.onnx_runs import CPU_VARIANTS, CUDA_VARIANTS
 from benchmarks.process import run_measured
 from benchmarks.timing import FULL, QUICK, Budget
+from runtime.errors import UsageError
+from runtime.session import choose_providers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -192,9 +194,10 @@ class Run:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.device == "cuda" and CUDA not in ort.get_available_providers():
-        print(f"benchmarks: --device cuda: onnxruntime offers no {CUDA} (available: "
-              f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu", file=sys.stderr)
+    try:
+        choose_providers(args.device, ort.get_available_providers())
+    except UsageError as error:
+        print(f"benchmarks: {error}", file=sys.stderr)
         return 2
     json_path = args.json or os.path.join(HERE, "results-cuda.json" if args.device == "cuda" else "results.json")
     with tempfile.TemporaryDirectory(prefix="onnxcam-benchmarks-") as work:

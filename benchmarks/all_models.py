@@ -4,9 +4,9 @@ For each model: `python -m export.build --model NAME --weights none` (random wei
 with the plain classifier beside it; the export's own self-check (every output against a
 float64 TensorFlow GradientTape, batch 4 x 3 and 1 x 1) gives the parity figure; then both
 files are timed in onnxruntime on the CPU at batch 1, alternating call by call (Grad-CAM fetching
-`cam`, the runtime's default path, against plain classification; ratio = median of the pairs'), and every runtime method explains a photo with it
-(Score-CAM limited to 16 channels). Prints a Markdown table and writes it to
-`benchmarks/all_models.md`. Takes about 15-25 minutes on 2 cores.
+`cam`, the runtime's default path, against plain classification; ratio = median of the pairs'),
+and every runtime method explains a photo with it (Score-CAM limited to 16 channels). Prints a
+Markdown table and writes it to `benchmarks/all_models.md`. Takes about 25 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{platform.processor() or platform.machine()}, {platform.system()}, Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
     header = (f"# Every built-in model: export, parity, size, latency\n\n`python -m benchmarks.all_models`, "
               f"{time.strftime('%Y-%m-%d')}, {machine}; random weights (`--weights none`), CPU, batch 1, "
-              f"median of {args.repeats} runs of each graph, alternating; ratio: median of the per-pair ratios. Parity: the export's self-check, every output against a float64 "
-              "TensorFlow GradientTape.\n\n")
+              f"median of {args.repeats} runs of each graph, alternating; ratio: median of the per-pair "
+              "ratios. Parity: the export's self-check, every output against a float64 TensorFlow "
+              "GradientTape.\n\n")
     table = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n" + "\n".join(rows) + "\n"
     Path(args.output).write_text(header + table)
     return 0

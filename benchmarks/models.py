@@ -24,8 +24,8 @@ class Models:
 def check(gradcam: str, plain: str) -> Models:
     """Both files usable: the runtime opens the Grad-CAM model, onnxruntime the plain one with an
     `image` input and a `probabilities` output. Raises with the reason if not."""
-    from benchmarks.onnx_runs import open_session
     from runtime import Explainer, contract
+    from runtime.session import open_session
 
     card = Explainer(gradcam, device="cpu").card
     session = open_session(plain, "cpu")

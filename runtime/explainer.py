@@ -9,13 +9,7 @@ import numpy as np
 
 from . import contract, render
 from .errors import ImageError, UsageError
-from .images import (
-    DEFAULT_MAX_PIXELS,
-    ImageInput,
-    decode_image,
-    describe,
-    resize_for_model,
-)
+from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
 from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
@@ -111,7 +105,9 @@ class Explainer:
     ) -> Iterator[Outcome]:
         """One Outcome per image, in order, batched by batch_size: a bad image gives an Outcome
         with its error and the others go on. Bad top_k or class_index raise UsageError now."""
-        return (outcomes[0] for outcomes in self.explain_methods(images, [self.method.name], top_k, class_index))
+        targets = self._targets(top_k, class_index)
+        outcomes = self._outcomes(_named(images), top_k, targets, (self.method,))
+        return (per_method[0] for per_method in outcomes)
 
     def explain_methods(
         self,
@@ -128,9 +124,7 @@ class Explainer:
         if not methods:
             raise UsageError("methods: an empty list; give at least one method")
         chosen = tuple(METHODS[method](self._options) for method in methods)
-        targets = self._targets(top_k, class_index)
-        named = ((describe(image, position), image) for position, image in enumerate(images))
-        return self._outcomes(named, top_k, targets, chosen)
+        return self._outcomes(_named(images), top_k, self._targets(top_k, class_index), chosen)
 
     def _targets(self, top_k: int, class_index: int | Sequence[int] | None) -> np.ndarray:
         """The class_index row fed to the model: -1 = the k-th most probable class."""
@@ -187,15 +181,11 @@ class Explainer:
                 outcomes.append((Outcome(source, error=image),) * len(methods))
                 continue
             n = next(position)
+            predictions, rank = self._predictions(outputs[contract.OUTPUT_PROBABILITIES][n], top_k)
+            explained = outputs[contract.OUTPUT_EXPLAINED_CLASS][n]
             outcomes.append(tuple(
                 Outcome(source, explanation=self._explanation(
-                    source,
-                    image,
-                    outputs[contract.OUTPUT_PROBABILITIES][n],
-                    outputs[contract.OUTPUT_EXPLAINED_CLASS][n],
-                    [maps[n] for maps in method_maps],
-                    top_k,
-                    method.name,
+                    source, image, predictions, rank, explained, [maps[n] for maps in method_maps], method.name
                 ))
                 for method, method_maps in zip(methods, raw_maps, strict=True)
             ))
@@ -247,22 +237,28 @@ class Explainer:
             )
         return maps
 
-    def _explanation(
-        self,
-        source: str,
-        image: np.ndarray,
-        probabilities: np.ndarray,
-        explained: np.ndarray,
-        raw_maps: list[np.ndarray],
-        top_k: int,
-        method: str,
-    ) -> Explanation:
-        """raw_maps: [K, h, w] per target layer (and augmentation), fused per class."""
+    def _predictions(
+        self, probabilities: np.ndarray, top_k: int
+    ) -> tuple[tuple[Prediction, ...], np.ndarray]:
+        """One image's top_k predictions, and every class's rank (1 = the most probable)."""
         labels = self.card.labels
         order = np.argsort(-probabilities, kind="stable")
         rank = np.empty(len(order), dtype=int)
         rank[order] = np.arange(1, len(order) + 1)
-        predictions = tuple(Prediction(int(c), labels[c], float(probabilities[c])) for c in order[:top_k])
+        return tuple(Prediction(int(c), labels[c], float(probabilities[c])) for c in order[:top_k]), rank
+
+    def _explanation(
+        self,
+        source: str,
+        image: np.ndarray,
+        predictions: tuple[Prediction, ...],
+        rank: np.ndarray,
+        explained: np.ndarray,
+        raw_maps: list[np.ndarray],
+        method: str,
+    ) -> Explanation:
+        """raw_maps: [K, h, w] per target layer (and augmentation), fused per class."""
+        labels = self.card.labels
         maps = []
         for k, class_index in enumerate(explained.tolist()):
             heat = render.fuse([layer_maps[k] for layer_maps in raw_maps], image.shape[:2])
@@ -270,6 +266,11 @@ class Explainer:
                 ClassMap(class_index, labels[class_index], int(rank[class_index]), heat, render.peak(heat))
             )
         return Explanation(source, image, predictions, tuple(maps), method)
+
+
+def _named(images: Iterable[ImageInput]) -> Iterator[tuple[str, ImageInput]]:
+    """(description, image) for each image, described by its position where it has no name."""
+    return ((describe(image, position), image) for position, image in enumerate(images))
 
 
 def _check_method(method: str) -> None:

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import IO
 
 import onnxruntime as ort
 
@@ -107,7 +106,6 @@ def _native_stderr() -> Iterator[io.StringIO]:
     text = io.StringIO()
     sys.stderr.flush()
     saved = os.dup(2)
-    sink: IO[bytes]
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         try:
