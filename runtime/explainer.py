@@ -181,8 +181,11 @@ class Explainer:
                 outcomes.append((Outcome(source, error=image),) * len(methods))
                 continue
             n = next(position)
-            predictions, rank = self._predictions(outputs[contract.OUTPUT_PROBABILITIES][n], top_k)
             explained = outputs[contract.OUTPUT_EXPLAINED_CLASS][n]
+            ranked_by_graph = explained if (targets == -1).all() else explained[:0]
+            predictions, rank = self._predictions(
+                outputs[contract.OUTPUT_PROBABILITIES][n], ranked_by_graph, top_k
+            )
             outcomes.append(tuple(
                 Outcome(source, explanation=self._explanation(
                     source, image, predictions, rank, explained, [maps[n] for maps in method_maps], method.name
@@ -238,11 +241,15 @@ class Explainer:
         return maps
 
     def _predictions(
-        self, probabilities: np.ndarray, top_k: int
+        self, probabilities: np.ndarray, ranked_by_graph: np.ndarray, top_k: int
     ) -> tuple[tuple[Prediction, ...], np.ndarray]:
-        """One image's top_k predictions, and every class's rank (1 = the most probable)."""
+        """One image's top_k predictions, and every class's rank (1 = the most probable).
+        ranked_by_graph: the classes the graph chose as its most probable, in its order (by
+        score, which breaks ties that the float32 probabilities cannot), which come first, so
+        that the k-th prediction and the k-th top-k map are always the same class."""
         labels = self.card.labels
-        order = np.argsort(-probabilities, kind="stable")
+        by_probability = np.argsort(-probabilities, kind="stable")
+        order = np.concatenate([ranked_by_graph, by_probability[~np.isin(by_probability, ranked_by_graph)]])
         rank = np.empty(len(order), dtype=int)
         rank[order] = np.arange(1, len(order) + 1)
         return tuple(Prediction(int(c), labels[c], float(probabilities[c])) for c in order[:top_k]), rank
@@ -261,10 +268,12 @@ class Explainer:
         labels = self.card.labels
         maps = []
         for k, class_index in enumerate(explained.tolist()):
-            heat = render.fuse([layer_maps[k] for layer_maps in raw_maps], image.shape[:2])
-            maps.append(
-                ClassMap(class_index, labels[class_index], int(rank[class_index]), heat, render.peak(heat))
-            )
+            class_maps = [layer_maps[k] for layer_maps in raw_maps]
+            heat = render.fuse(class_maps, image.shape[:2])
+            maps.append(ClassMap(
+                class_index, labels[class_index], int(rank[class_index]), heat,
+                render.low_resolution(class_maps), render.peak(heat),
+            ))
         return Explanation(source, image, predictions, tuple(maps), method)
 
 

@@ -43,6 +43,12 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def random_weights(self) -> bool:
+        """True when the export says its weights were random (`--weights none`): the maps and
+        predictions then mean nothing."""
+        return bool(self.weights.get("random")) or str(self.weights.get("source", "")).startswith("none")
+
 
 def read_model_card(path: str, session: ort.InferenceSession) -> ModelCard:
     """Check that `session` holds an onnxcam model and return its card; ModelError if not."""

@@ -9,16 +9,24 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-EPS = 1e-7
 OVERLAY_ALPHA = 0.4
 SHEET_TILE_HEIGHT = 256
 
 
+def normalise(raw_map: np.ndarray) -> np.ndarray:
+    """ReLU(raw_map) divided by its maximum, however small, as float32 in 0..1. A map with no
+    positive value, or with a non-finite one, has no scale: it becomes all zero."""
+    raw = np.maximum(raw_map.astype(np.float64), 0)
+    top = float(raw.max())
+    if not (np.isfinite(top) and top > 0):
+        return np.zeros(raw.shape, np.float32)
+    return (raw / top).astype(np.float32)
+
+
 def heatmap(raw_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A raw [h, w] map divided by max(map.max(), EPS), then upsampled bilinearly
-    (cv2.INTER_LINEAR) to `size` (height, width): float32 in 0..1. An all-zero map stays zero."""
-    raw = np.maximum(raw_map.astype(np.float32), 0)
-    normalised = raw / max(float(raw.max()), EPS)
+    """normalise(raw_map), upsampled bilinearly (cv2.INTER_LINEAR) to `size` (height, width):
+    float32 in 0..1."""
+    normalised = normalise(raw_map)
     height, width = size
     upsampled = cv2.resize(normalised, (width, height), interpolation=cv2.INTER_LINEAR)
     return np.clip(upsampled, 0, 1).astype(np.float32)
@@ -33,6 +41,12 @@ def fuse(raw_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     for raw_map in raw_maps[1:]:
         total += heatmap(raw_map, size)
     return total / np.float32(len(raw_maps))
+
+
+def low_resolution(raw_maps: Sequence[np.ndarray]) -> np.ndarray:
+    """fuse(raw_maps) at the largest raw map's own size: the normalised map before upsampling."""
+    finest = max(raw_maps, key=lambda raw_map: raw_map.size)
+    return fuse(raw_maps, finest.shape)
 
 
 def peak(heat: np.ndarray) -> tuple[int, int]:

@@ -26,6 +26,7 @@ class ClassMap:
     label: str
     rank: int  # 1 = the most probable class of this image
     heatmap: np.ndarray  # float32 [H, W], 0..1
+    cam: np.ndarray  # float32 [h, w], 0..1: the map at the target layer's resolution (the finest layer's, with several)
     peak: tuple[int, int]  # (x, y) of the heatmap's maximum, original pixel coordinates
 
 

@@ -280,8 +280,9 @@ def test_several_methods_share_one_decode_and_one_run_per_batch(model_path, opti
         for method, outcome in zip(methods, per_image[index], strict=True):
             alone = explainer.with_method(method).explain(images[index], top_k=2)
             assert outcome.explanation.method == method
-            shared_predictions = [(p.index, p.probability) for p in outcome.explanation.predictions]
-            assert shared_predictions == pytest.approx([(p.index, p.probability) for p in alone.predictions])
+            together = outcome.explanation.predictions
+            assert [p.index for p in together] == [p.index for p in alone.predictions]
+            assert [p.probability for p in together] == pytest.approx([p.probability for p in alone.predictions])
             for shared, single in zip(outcome.explanation.maps, alone.maps, strict=True):
                 assert shared.class_index == single.class_index
                 np.testing.assert_allclose(shared.heatmap, single.heatmap, atol=1e-5)
@@ -313,3 +314,37 @@ def test_every_method_finds_the_blob_through_the_explainer(name, options, model_
     x, y = explanation.maps[0].peak
     assert 40 <= x < 56 and 8 <= y < 24
     assert explanation.method == name
+
+
+def test_predictions_follow_the_graphs_order_when_probabilities_tie(model_path):
+    """All probabilities equal in float32 (a random-weight model): the graph ranks by its score,
+    here class 2 first. The first prediction and the first map must be that same class."""
+    explainer = Explainer(model_path, device="cpu")
+    real_fetch = explainer._fetch
+
+    def tied(names, inputs, class_index):
+        outputs = real_fetch(names, inputs, np.array([[2, 3]] * len(inputs)))
+        outputs[contract.OUTPUT_PROBABILITIES][:] = 0.25
+        return outputs
+
+    explainer._fetch = tied
+    explanation = explainer.explain(blob_image(32, 32, (0, 0, 8, 8)), top_k=2)
+    assert [p.index for p in explanation.predictions] == [2, 3]
+    assert [(m.class_index, m.rank) for m in explanation.maps] == [(2, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-10])
+@pytest.mark.parametrize("name", ["gradcam", "xgradcam", "hirescam", "layercam", "eigencam"])
+def test_maps_do_not_depend_on_the_scale_of_the_logits(tmp_path, monkeypatch, model_path, name, scale):
+    """A model whose logits are the fake model's times `scale` (its raw maps peak near 1e-11 at
+    1e-10) gives the same normalised maps: nothing is flattened by a fixed epsilon."""
+    import tests.fake_model as fake_model
+
+    monkeypatch.setattr(fake_model, "WEIGHTS", fake_model.WEIGHTS * np.float32(scale))
+    scaled_path = fake_model.write_fake_model(tmp_path / "scaled.onnx")
+    image = blob_image(48, 40, (8, 20, 20, 32), (255, 0, 0))
+    unscaled = Explainer(model_path, device="cpu", method=name).explain(image, class_index=[0, 3])
+    scaled = Explainer(scaled_path, device="cpu", method=name).explain(image, class_index=[0, 3])
+    for small, reference in zip(scaled.maps, unscaled.maps, strict=True):
+        assert reference.cam.max() == pytest.approx(1)
+        np.testing.assert_allclose(small.heatmap, reference.heatmap, atol=1e-4)
