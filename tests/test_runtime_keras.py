@@ -13,6 +13,7 @@ from export.classifier import logits_model
 from export.verify import reference_outputs, relative_error
 from runtime import Explainer
 from tests.keras_models import draw_shapes
+from tests.pointing import pointing_game
 
 
 def tensorflow_heatmaps(model, layer, preprocessing, image: np.ndarray, classes: list[int]) -> list[np.ndarray]:
@@ -44,18 +45,6 @@ def test_user_model_heatmaps_equal_tensorflow_grad_cam(user_model):
     expected = tensorflow_heatmaps(model, "block_out", "tf", image, [4, 0, 2])
     for actual, wanted in zip(explanation.heatmaps, expected):
         assert relative_error(actual, wanted) <= 1e-4
-
-
-def pointing_game(explainer: Explainer, images: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> float:
-    """Share of images whose heatmap peak (for the true class) falls inside the object's box."""
-    hits = 0
-    for label in np.unique(labels):
-        chosen = np.flatnonzero(labels == label)
-        explanations = explainer.explain(list(images[chosen]), class_index=int(label))
-        for explanation, (x0, y0, x1, y1) in zip(explanations, boxes[chosen]):
-            x, y = explanation.maps[0].peak
-            hits += x0 <= x <= x1 and y0 <= y <= y1
-    return hits / len(images)
 
 
 def test_trained_model_classifies_and_points_at_the_object(shapes_model):
