@@ -1,0 +1,34 @@
+"""The README's two commands are what a newcomer runs, and the test command is what CI runs."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's first bash block (its comments left out)."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_starts_with_the_main_job_and_the_test_command():
+    main_job, tests = readme_commands()
+    assert "python -m export.build" in main_job and "python -m runtime" in main_job
+    assert tests.endswith("python -m pytest -q")
+
+
+def test_ci_runs_the_readme_test_command_in_a_new_virtual_environment():
+    ci = (ROOT / ".ci" / "run").read_text()
+    _, tests = readme_commands()
+    assert tests in ci.splitlines()
+    assert "python3 -m venv" in ci and ci.index("python3 -m venv") < ci.index(tests)
+
+
+def test_every_extra_the_test_command_installs_exists():
+    _, tests = readme_commands()
+    extras = re.search(r'"\.\[([^\]]*)\]"', tests).group(1).split(",")
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        declared = tomllib.load(file)["project"]["optional-dependencies"]
+    assert set(extras) <= set(declared)
