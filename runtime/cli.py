@@ -25,10 +25,13 @@ EXIT_INTERRUPTED = 130
 PROGRESS_MIN_IMAGES = 4
 
 EPILOG = f"""\
-outputs, per image and explained class (with several methods, _<method> after <label>):
-  OUT/<image stem>_<rank>_<label>_overlay.png   JET heatmap * 0.4 + image
-  OUT/<image stem>_<rank>_<label>_heatmap.npy   float32 [H, W], 0..1, original size
-  OUT/<image stem>_grid.png                     with --grid: per class, the image then each method
+outputs, per image and explained class:
+  OUT/<image stem>_<which>_<label>[_<method>]_overlay.png   JET heatmap * 0.4 + image
+  OUT/<image stem>_<which>_<label>[_<method>]_heatmap.npy   float32 [H, W], 0..1, original size
+  OUT/<image stem>_grid.png                                 with --grid: per class, the image then each method
+  <which> is top1, top2, ... for the top-k classes, c<N> for a class given with --class N;
+  _<method> follows the label for any method but gradcam alone, so runs of different methods
+  never overwrite each other; images of the same stem get -2, -3, ... after the stem
 exit codes:
   {EXIT_OK}  every image succeeded
   {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
@@ -157,6 +160,10 @@ def run(args: argparse.Namespace) -> int:
         _report(f"{args.out}: cannot create the output folder ({error.strerror or one_line(error)})")
         return EXIT_CANNOT_START
     card = explainer.card
+    if card.random_weights:
+        _report(f"warning: {args.model} was exported with random weights "
+                f"({card.weights.get('source', 'none')}): its predictions and maps mean nothing")
+    weights = {"source": card.weights.get("source"), "random": card.random_weights}
     layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
     _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
     failures = len(empty_folders)
@@ -176,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
                 explanations = [outcome.explanation for outcome in per_method]
                 try:
                     files = [
-                        write_outputs(explanation, args.out, stems[source], len(explanations) > 1)
+                        write_outputs(explanation, args.out, stems[source], args.method != ["gradcam"],
+                                      args.class_index is not None)
                         for explanation in explanations
                     ]
                     grid = write_grid(explanations, args.out, stems[source]) if args.grid else None
@@ -184,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                     _report(f"{source}: cannot write outputs ({one_line(error)})")
                     failures += 1
                     continue
-                tqdm.write(format_result(explanations, files, grid, args.json), file=sys.stdout)
+                tqdm.write(format_result(explanations, files, grid, args.json, weights), file=sys.stdout)
         except Exception as error:  # e.g. onnxruntime failing part way: the run stops, one line
             _report(f"{args.model}: run failed ({type(error).__name__}: {one_line(error)})")
             return EXIT_IMAGE_FAILED
@@ -237,16 +245,17 @@ def safe_label(label: str, class_index: int) -> str:
 
 
 def write_outputs(
-    explanation: Explanation, out: str, stem: str, name_method: bool = False
+    explanation: Explanation, out: str, stem: str, name_method: bool = False, given_classes: bool = False
 ) -> list[tuple[str, str]]:
-    """Write each map's overlay PNG and heatmap .npy, with the method in the file names if
-    name_method; returns their (overlay, heatmap) paths."""
+    """Write each map's overlay PNG and heatmap .npy, named by rank (top1, top2, ...) or, for
+    given_classes, by class index (c281), with the method in the name if name_method; returns
+    their (overlay, heatmap) paths."""
     files = []
     method = f"_{explanation.method}" if name_method else ""
     for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
-        prefix = os.path.join(
-            out, f"{stem}_{class_map.rank}_{safe_label(class_map.label, class_map.class_index)}{method}"
-        )
+        which = f"c{class_map.class_index}" if given_classes else f"top{class_map.rank}"
+        label = safe_label(class_map.label, class_map.class_index)
+        prefix = os.path.join(out, f"{stem}_{which}_{label}{method}")
         overlay_path, heatmap_path = f"{prefix}_overlay.png", f"{prefix}_heatmap.npy"
         save_png(overlay_path, overlay)
         save_npy(heatmap_path, class_map.heatmap)
@@ -273,8 +282,10 @@ def format_result(
     files: Sequence[list[tuple[str, str]]],
     grid: str | None,
     as_json: bool,
+    weights: dict | None = None,
 ) -> str:
-    """One JSON line, or a short table, for one image explained by one or more methods."""
+    """One JSON line, or a short table, for one image explained by one or more methods; the JSON
+    says where the model's weights came from (`weights`: source, random)."""
     first = explanations[0]
     maps = [
         (explanation.method, class_map, overlay, heatmap)
@@ -299,6 +310,7 @@ def format_result(
                 for method, m, overlay, heatmap in maps
             ],
         }
+        report["weights"] = weights or {}
         return json.dumps(report | ({"grid": grid} if grid else {}))
     width = max(len(p.label) for p in first.predictions + first.maps)
     lines = [first.source]

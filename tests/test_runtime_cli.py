@@ -80,7 +80,8 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
     assert [r["image"] for r in reports] == [str(blue), str(red), str(cat)]  # folders sorted, then as given
     sizes = {str(red): (60, 90), str(blue): (48, 48), str(cat): (300, 451)}
     for report in reports:
-        assert set(report) == {"image", "predictions", "maps"}
+        assert set(report) == {"image", "predictions", "maps", "weights"}
+        assert report["weights"] == {"source": "tests/fake_model.py", "random": False}
         assert len(report["predictions"]) == 2 and len(report["maps"]) == 2
         for prediction in report["predictions"]:
             assert (
@@ -91,8 +92,8 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
             assert set(entry) == {"method", "class_index", "label", "overlay", "heatmap", "peak"}
             assert entry["method"] == "gradcam"
             label = entry["label"].replace(" ", "_")
-            assert entry["overlay"] == str(out / f"{stem}_{rank}_{label}_overlay.png")
-            assert entry["heatmap"] == str(out / f"{stem}_{rank}_{label}_heatmap.npy")
+            assert entry["overlay"] == str(out / f"{stem}_top{rank}_{label}_overlay.png")
+            assert entry["heatmap"] == str(out / f"{stem}_top{rank}_{label}_heatmap.npy")
             heat = np.load(entry["heatmap"])
             assert heat.shape == sizes[report["image"]] and heat.dtype == np.float32 and heat.max() <= 1
             assert cv2.imread(entry["overlay"]).shape == (*sizes[report["image"]], 3)
@@ -161,7 +162,7 @@ def test_table_output(model_path, tmp_path):
     assert lines[0] == str(image)
     assert re.fullmatch(r"\s+0\s+red\s+\d+\.\d\d%", lines[1])
     assert len(lines) == 1 + 3 + 3 and lines[4].strip().startswith("map #1 red")
-    assert str(tmp_path / "out" / "red_1_red_overlay.png") in lines[4]
+    assert str(tmp_path / "out" / "red_top1_red_overlay.png") in lines[4]
 
 
 def test_runs_end_to_end_without_tensorflow_keras_tf2onnx_or_onnx(model_path, tmp_path):
@@ -311,7 +312,7 @@ def test_several_methods_name_their_files_and_grid_writes_one_contact_sheet(mode
     ]
     names = [Path(entry["overlay"]).name for entry in report["maps"]]
     assert names == [
-        f"red_{rank}_{method}_overlay.png" for method in methods for rank in ("1_red", "2_bright_white")
+        f"red_{rank}_{method}_overlay.png" for method in methods for rank in ("top1_red", "top2_bright_white")
     ]
     assert report["grid"] == str(out / "red_grid.png")
     grid = cv2.cvtColor(cv2.imread(report["grid"]), cv2.COLOR_BGR2RGB)
@@ -323,10 +324,10 @@ def test_several_methods_name_their_files_and_grid_writes_one_contact_sheet(mode
         scorecam_tile, render.contact_sheet([[("scorecam", explanation.overlays[1])]])
     )
     assert len(os.listdir(out)) == 3 * 2 * 2 + 1  # nothing else, no temporary files
-    assert main([*arguments, "--method", "layercam"]) == 0  # one method: no method in names or table
+    assert main([*arguments, "--method", "layercam"]) == 0  # one method: no method tag in the table
     table = capsys.readouterr().out
-    assert "layercam" not in table and f"  grid {out / 'red_grid.png'}" in table
-    assert (out / "red_1_red_overlay.png").is_file()
+    assert "layercam  peak" not in table and f"  grid {out / 'red_grid.png'}" in table
+    assert (out / "red_top1_red_layercam_overlay.png").is_file()
 
 
 def test_smoothing_and_channel_flags_reach_the_explainer(model_path, tmp_path, capsys):
@@ -340,3 +341,39 @@ def test_smoothing_and_channel_flags_reach_the_explainer(model_path, tmp_path, c
     np.testing.assert_allclose(heatmap, expected, atol=1e-6)
     plain = Explainer(model_path, device="cpu", method="scorecam").explain(image).heatmaps[0]
     assert not np.allclose(heatmap, plain, atol=1e-3)
+
+
+def test_random_weights_are_said_once_per_run_and_in_the_json(tmp_path, capsys):
+    from runtime import contract
+    from tests.fake_model import fake_metadata
+
+    metadata = fake_metadata() | {
+        contract.META_WEIGHTS: json.dumps({"source": "none (random, seed 0)", "sha256": "0" * 64, "random": True})
+    }
+    model = write_fake_model(tmp_path / "random.onnx", metadata)
+    images = [save(tmp_path / f"{name}.png", blob_image(40, 40, (0, 0, 9, 9))) for name in ("a", "b")]
+    assert main([*map(str, images), "--model", str(model), "--out", str(tmp_path / "out"), "--json"]) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "random weights" in line]
+    assert warnings == [
+        f"onnxcam: warning: {model} was exported with random weights (none (random, seed 0)): "
+        "its predictions and maps mean nothing"
+    ]
+    reports = [json.loads(line) for line in captured.out.splitlines()]
+    assert [report["weights"] for report in reports] == [{"source": "none (random, seed 0)", "random": True}] * 2
+
+
+def test_file_names_tell_ranks_from_class_indices_and_methods_never_overwrite(model_path, tmp_path, capsys):
+    image = save(tmp_path / "red.png", blob_image(60, 90, RED_BOX))
+    out = tmp_path / "out"
+    arguments = [str(image), "--model", str(model_path), "--out", str(out)]
+    assert main([*arguments, "--class", "3", "0"]) == 0
+    assert main([*arguments, "--top-k", "1"]) == 0
+    assert main([*arguments, "--top-k", "1", "--method", "layercam"]) == 0
+    capsys.readouterr()
+    assert sorted(name for name in os.listdir(out) if name.endswith(".png")) == [
+        "red_c0_red_overlay.png",
+        "red_c3_bright_white_overlay.png",
+        "red_top1_red_layercam_overlay.png",
+        "red_top1_red_overlay.png",
+    ]
