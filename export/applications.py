@@ -6,7 +6,9 @@ between the logit and the softmax score. Adding a model is one line in `APPLICAT
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -75,7 +77,10 @@ def build_application(name: str, weights: str, seed: int) -> keras.Model:
             raise ExportError(f"--weights {weights}: no such file")
         keras_weights = weights
     try:
-        return app.constructor(weights=keras_weights, classifier_activation=None)
+        with _cached_weights_checked_first():
+            return app.constructor(weights=keras_weights, classifier_activation=None)
+    except ExportError:
+        raise
     except Exception as error:  # Keras raises many types for a failed download or a bad file.
         reason = one_line(error, 200)
         if weights == "imagenet":
@@ -83,3 +88,34 @@ def build_application(name: str, weights: str, seed: int) -> keras.Model:
                 f"could not get the ImageNet weights of {name} ({reason}): {IMAGENET_WEIGHTS_HELP}"
             ) from None
         raise ExportError(f"could not load weights {weights} into {name}: {reason}") from None
+
+
+@contextlib.contextmanager
+def _cached_weights_checked_first() -> Iterator[None]:
+    """Within the block, a weights file already in Keras' cache whose hash does not match is
+    refused with its path, and kept. Keras' own get_file would try to download it again and,
+    offline, delete it: the user who had just put it there would lose it, with a message that
+    says to do again what they just did."""
+    from keras.src.backend import config
+    from keras.src.utils import file_utils
+
+    get_file = file_utils.get_file
+
+    def checked(fname=None, origin=None, *args, cache_subdir="datasets", file_hash=None,
+                hash_algorithm="auto", cache_dir=None, **options):
+        folder = os.path.join(os.path.expanduser(cache_dir or config.keras_home()), cache_subdir)
+        path = os.path.join(folder, fname or "")
+        if fname and file_hash and os.path.isfile(path) and not file_utils.validate_file(path, file_hash, hash_algorithm):
+            raise ExportError(
+                f"{path}: found, but it is not the published file (its hash does not match; a truncated "
+                f"or corrupt download?); it was left in place: download it again from {origin} "
+                f"({os.path.getsize(path)} bytes now), or pass a weights file with --weights PATH"
+            )
+        return get_file(fname, origin, *args, cache_subdir=cache_subdir, file_hash=file_hash,
+                        hash_algorithm=hash_algorithm, cache_dir=cache_dir, **options)
+
+    file_utils.get_file = checked
+    try:
+        yield
+    finally:
+        file_utils.get_file = get_file

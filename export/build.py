@@ -156,6 +156,7 @@ def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Name
         contract.META_SCORE: args.score,
         contract.META_WEIGHTS: json.dumps({
             "source": classifier.weights_source,
+            "random": classifier.random_weights,
             "sha256": digest.hexdigest(),
             "sha256_of": "the weight tensors' bytes, in model.weights order",
         }),

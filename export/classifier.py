@@ -29,6 +29,7 @@ class Classifier:
     labels: list[str]
     default_layer: str
     weights_source: str
+    random_weights: bool = False  # built with --weights none: its maps and predictions mean nothing
 
 
 def load_classifier(
@@ -50,6 +51,7 @@ def load_classifier(
             labels=labels,
             default_layer=app.default_layer,
             weights_source=source,
+            random_weights=weights == "none",
         )
     if not model.endswith(".keras"):
         known = ", ".join(APPLICATIONS)
@@ -143,10 +145,13 @@ def _read_labels(path: str) -> list[str]:
     except (OSError, ValueError) as error:
         raise ExportError(f"--labels {path}: {one_line(error)}") from None
     if isinstance(data, dict):
-        try:
-            data = [data[key] for key in sorted(data, key=int)]
-        except ValueError:
-            raise ExportError(f"--labels {path}: object keys must be class numbers") from None
+        expected = [str(i) for i in range(len(data))]
+        if sorted(data, key=lambda key: (len(key), key)) != expected:
+            raise ExportError(
+                f"--labels {path}: an object's keys must be exactly the class numbers \"0\"..\"{len(data) - 1}\", "
+                "each once; or give a JSON list"
+            )
+        data = [data[key] for key in expected]
     if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
         raise ExportError(f"--labels {path}: expected a JSON list of class names")
     return data

@@ -8,6 +8,8 @@ import pytest
 
 import export.convert
 from export.build import main
+from export.classifier import _read_labels
+from export.errors import ExportError
 from tests.conftest import offline_env, run_export
 
 
@@ -20,6 +22,20 @@ def test_offline_imagenet_weights_fail_in_one_line(tmp_path):
     assert lines[0].startswith("export failed: could not get the ImageNet weights of resnet50")
     assert "--weights PATH" in lines[0] and "~/.keras/models/" in lines[0] and "--weights none" in lines[0]
     assert not output.exists()
+
+
+def test_a_wrong_weights_file_in_the_keras_cache_is_named_and_kept(tmp_path):
+    """A truncated download under the README's file name: Keras would try to download it again
+    and, offline, delete it; the export names the file, keeps it and says what to do."""
+    planted = tmp_path / ".keras" / "models" / "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"\x89HDF truncated")
+    result = run_export("--output", str(tmp_path / "x.onnx"), env=offline_env(tmp_path))
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"export failed: {planted}: found, but it is not the published file")
+    assert "left in place" in line and "download it again" in line and "--weights PATH" in line
+    assert planted.read_bytes() == b"\x89HDF truncated"
 
 
 @pytest.mark.parametrize(
@@ -114,3 +130,21 @@ def test_labels_must_match_a_built_in_model_too(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == f"export failed: --labels {labels}: 3 names for 1000 classes"
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "labels", ['{"0": "cat", "5": "dog"}', '{"1": "cat", "0": "dog", "-1": "x"}', '{"0": "cat", "00": "dog"}']
+)
+def test_labels_as_an_object_need_exactly_the_class_numbers(labels, tmp_path):
+    """Sparse, negative or repeated keys would put names on the wrong classes."""
+    path = tmp_path / "labels.json"
+    path.write_text(labels)
+    with pytest.raises(ExportError, match="keys must be exactly the class numbers"):
+        _read_labels(str(path))
+
+
+def test_labels_as_an_object_in_any_order(tmp_path):
+    path = tmp_path / "labels.json"
+    path.write_text('{"1": "dog", "10": "k", "0": "cat", "2": "c", "3": "d", "4": "e", "5": "f", "6": "g", '
+                    '"7": "h", "8": "i", "9": "j"}')
+    assert _read_labels(str(path)) == ["cat", "dog", "c", "d", "e", "f", "g", "h", "i", "j", "k"]

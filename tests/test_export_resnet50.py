@@ -50,7 +50,8 @@ def test_seeded_random_weights_are_the_ones_rebuilt_here(resnet50_export, random
         digest.update(weight.numpy().tobytes())
     weights = Explainer(resnet50_export.onnx_path, device="cpu").card.weights
     assert weights["sha256"] == digest.hexdigest()
-    assert weights["source"] == "none (random, seed 0)"
+    assert weights["source"] == "none (random, seed 0)" and weights["random"] is True
+    assert Explainer(resnet50_export.onnx_path, device="cpu").card.random_weights
 
 
 CASES = {

@@ -19,6 +19,7 @@ from tests.keras_models import small_cnn
 def test_exports_with_its_flags_and_labels(user_model):
     card = Explainer(user_model.onnx_path, device="cpu").card
     assert list(card.labels) == user_model.labels
+    assert card.weights["random"] is False and not card.random_weights
     assert (card.layer, card.preprocessing, card.input_size) == ("block_out", "tf", (48, 48))
     assert "layer: block_out (24x24x16)" in user_model.stdout
 
