@@ -1,43 +1,65 @@
 """python -m runtime: image files and folders in; overlays, heatmaps and a report out."""
 
 import argparse
+import collections
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 from tqdm import tqdm
 
 from .errors import ModelError, UsageError, one_line
 from .explainer import Explainer
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .methods import DEFAULT_MAX_CHANNELS, METHODS
-from .render import contact_sheet, save_npy, save_png
-from .results import Explanation
+from .render import contact_sheet, encoded_image, encoded_npy
+from .results import Explanation, Outcome
 from .session import DEVICES
+from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, name_max, probe_folder, shortened, write_set
 
 EXIT_OK = 0
 EXIT_IMAGE_FAILED = 1
 EXIT_CANNOT_START = 2
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
+EXIT_TERMINATED = 143
+DEFAULT_TOP_K = 3
 PROGRESS_MIN_IMAGES = 4
+WRITER_THREADS = 2  # encode and write while the model runs the next batch
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 EPILOG = f"""\
-outputs, per image and explained class:
-  OUT/<image stem>_<which>_<label>[_<method>]_overlay.png   JET heatmap * 0.4 + image
-  OUT/<image stem>_<which>_<label>[_<method>]_heatmap.npy   float32 [H, W], 0..1, original size
+outputs, per image and explained class (each image's files appear all together or not at all):
+  OUT/<image stem>_<which>_<label>[_<method>]_overlay.png   JET heatmap * 0.4 + image (--overlay-format)
+  OUT/<image stem>_<which>_<label>[_<method>]_heatmap.npy   float32, 0..1: [H, W] at the original size
+      with --heatmaps full (default: the map each overlay shows, exactly); [h, w] at the target
+      layer's resolution with --heatmaps low (a few KB, upsample it yourself); none: not written
   OUT/<image stem>_grid.png                                 with --grid: per class, the image then each method
   <which> is top1, top2, ... for the top-k classes, c<N> for a class given with --class N;
   _<method> follows the label for any method but gradcam alone, so runs of different methods
-  never overwrite each other; images of the same stem get -2, -3, ... after the stem
+  never overwrite each other; images of the same stem get -2, -3, ... after the stem; stems too
+  long for the file system are shortened
+durability:
+  files are written under temporary names (.onnxcam-*.tmp) and renamed into place, so a reader
+  never sees a partial file; an image whose files cannot all be written (disk full) leaves none.
+  Files are not fsynced: a power cut can lose the outputs of the last few seconds (the system's
+  write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one
 exit codes:
   {EXIT_OK}  every image succeeded
   {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
-  {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model,
-     CUDA unavailable, class index or top-k out of range
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+  {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model, --out not
+     writable, CUDA unavailable, class index or top-k out of range
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+  {EXIT_PIPE_CLOSED}  stdout was closed by its reader (e.g. | head): the run stopped quietly
+  {EXIT_TERMINATED}  terminated (SIGTERM); images being written were finished, nothing half-written"""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", required=True, help="the .onnx file written by python -m export.build")
     parser.add_argument("--out", default="out", help="output folder (default: out)")
-    parser.add_argument("--top-k", type=int, help="predictions to report and explain (default: 3)")
+    parser.add_argument(
+        "--top-k", type=int, help=f"predictions to report and explain (default: {DEFAULT_TOP_K})"
+    )
     parser.add_argument(
         "--class",
         dest="class_index",
@@ -102,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"scorecam: model runs per image, for the most active channels (default: {DEFAULT_MAX_CHANNELS})",
     )
     parser.add_argument(
+        "--overlay-format",
+        choices=("png", "jpg", "webp"),
+        default="png",
+        help="overlay file format (default: png)",
+    )
+    parser.add_argument(
+        "--heatmaps",
+        choices=("full", "low", "none"),
+        default="full",
+        help="heatmap .npy files: at the image's size, at the layer's, or none (default: full)",
+    )
+    parser.add_argument(
         "--grid",
         action="store_true",
         help="also write OUT/<image>_grid.png: the image and each method's overlay",
@@ -120,25 +156,48 @@ def method_list(text: str) -> list[str]:
     return methods
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Never lets a traceback out."""
     warnings.showwarning = _warning_on_one_line
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         return stop.code if isinstance(stop.code, int) else EXIT_CANNOT_START
+    previous = _handle_sigterm()
     try:
         return run(args)
+    except Terminated:
+        _report("terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         _report("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. --json | head: the reader has gone; nothing more to say
+        _silence_stdout()
+        return EXIT_PIPE_CLOSED
     except Exception as error:  # the last guard: one line, never a traceback
         _report(f"unexpected error: {type(error).__name__}: {one_line(error)}")
         return EXIT_CANNOT_START
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace) -> int:
     sources, empty_folders = collect_images(args.inputs)
+    try:
+        created = probe_folder(args.out)
+    except OSError as error:
+        _report(f"{args.out}: cannot write to the output folder ({error.strerror or one_line(error)}); "
+                "choose another --out")
+        return EXIT_CANNOT_START
     try:
         explainer = Explainer(
             args.model,
@@ -150,14 +209,12 @@ def run(args: argparse.Namespace) -> int:
             args.eigen_smooth,
             args.max_channels,
         )
-        top_k = args.top_k if args.top_k is not None else min(3, explainer.card.num_classes)
+        top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, explainer.card.num_classes)
         outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index)
-        os.makedirs(args.out, exist_ok=True)
     except (ModelError, UsageError) as error:
         _report(str(error))
-        return EXIT_CANNOT_START
-    except OSError as error:
-        _report(f"{args.out}: cannot create the output folder ({error.strerror or one_line(error)})")
+        if created:
+            os.rmdir(args.out)
         return EXIT_CANNOT_START
     card = explainer.card
     if card.random_weights:
@@ -166,37 +223,83 @@ def run(args: argparse.Namespace) -> int:
     weights = {"source": card.weights.get("source"), "random": card.random_weights}
     layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
     _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
-    failures = len(empty_folders)
     for folder in empty_folders:
         _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
-    stems = output_stems(sources)
+    options = OutputOptions(
+        args.out, args.method != ["gradcam"], args.class_index is not None,
+        args.overlay_format, args.heatmaps, args.grid,
+    )
+    stems = output_stems(sources, name_max(args.out) - LONGEST_SUFFIX)
     show_progress = len(sources) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
-    with tqdm(total=len(sources), unit="image", file=sys.stderr, disable=not show_progress) as progress:
+    failures = len(empty_folders)
+    pending: collections.deque[tuple[str, list[Explanation], Future]] = collections.deque()
+    pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="onnxcam-writer")
+
+    def report_written(source: str, explanations: list[Explanation], written: Future) -> int:
+        """Print one image's result once its files are on disk; returns 1 if it failed."""
         try:
-            for per_method in outcomes:
+            files, grid = written.result()
+        except Exception as error:  # disk full, an unwritable name, memory for a huge grid, ...
+            _report(f"{source}: cannot write outputs ({type(error).__name__}: {one_line(error)})")
+            return 1
+        tqdm.write(format_result(explanations, files, grid, args.json, weights), file=sys.stdout)
+        return 0
+
+    try:
+        with tqdm(total=len(sources), unit="image", file=sys.stderr, disable=not show_progress) as progress:
+            for per_method in _model_runs(outcomes, args.model):
                 progress.update()
+                if per_method is None:  # the model failed: the images left were not explained
+                    failures += 1
+                    break
                 source = per_method[0].source
                 if per_method[0].error is not None:
                     _report(str(per_method[0].error))
                     failures += 1
                     continue
                 explanations = [outcome.explanation for outcome in per_method]
-                try:
-                    files = [
-                        write_outputs(explanation, args.out, stems[source], args.method != ["gradcam"],
-                                      args.class_index is not None)
-                        for explanation in explanations
-                    ]
-                    grid = write_grid(explanations, args.out, stems[source]) if args.grid else None
-                except OSError as error:
-                    _report(f"{source}: cannot write outputs ({one_line(error)})")
-                    failures += 1
-                    continue
-                tqdm.write(format_result(explanations, files, grid, args.json, weights), file=sys.stdout)
-        except Exception as error:  # e.g. onnxruntime failing part way: the run stops, one line
-            _report(f"{args.model}: run failed ({type(error).__name__}: {one_line(error)})")
-            return EXIT_IMAGE_FAILED
+                pending.append((source, explanations, pool.submit(write_image, explanations, stems[source], options)))
+                while len(pending) > max(args.batch_size, WRITER_THREADS):
+                    failures += report_written(*pending.popleft())
+            while pending:
+                failures += report_written(*pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a set being written is finished whole
     return EXIT_IMAGE_FAILED if failures else EXIT_OK
+
+
+def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator[tuple[Outcome, ...] | None]:
+    """The outcomes; None, once, after a failure of the model run itself (one line naming the model)."""
+    while True:
+        try:
+            yield next(outcomes)
+        except StopIteration:
+            return
+        except Exception as error:  # onnxruntime failing part way
+            _report(f"{model}: run failed ({type(error).__name__}: {one_line(error)}); "
+                    "the images after the last one reported were not explained")
+            yield None
+            return
+
+
+def _handle_sigterm() -> signal.Handlers | None:
+    """Turn SIGTERM into Terminated (in the main thread only); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -221,19 +324,19 @@ def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return images, empty_folders
 
 
-def output_stems(sources: Sequence[str]) -> dict[str, str]:
-    """Each source's file stem; different files with the same stem get -2, -3, ... so that no
-    output overwrites another."""
+def output_stems(sources: Sequence[str], limit: int = DEFAULT_NAME_MAX - LONGEST_SUFFIX) -> dict[str, str]:
+    """Each source's file stem, cut to `limit` bytes; different files with the same stem get -2,
+    -3, ... so that no output overwrites another."""
     stems: dict[str, str] = {}
     taken: set[str] = set()
     for source in sources:
         if source in stems:
             continue
-        base = os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "image"
+        base = shortened(os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "image", limit)
         stem, count = base, 1
         while stem in taken:
             count += 1
-            stem = f"{base}-{count}"
+            stem = f"{shortened(base, limit - len(str(count)) - 1)}-{count}"
         stems[source] = stem
         taken.add(stem)
     return stems
@@ -244,42 +347,63 @@ def safe_label(label: str, class_index: int) -> str:
     return re.sub(r"[^\w.-]+", "_", label, flags=re.ASCII).strip("._")[:64] or f"class{class_index}"
 
 
-def write_outputs(
-    explanation: Explanation, out: str, stem: str, name_method: bool = False, given_classes: bool = False
-) -> list[tuple[str, str]]:
-    """Write each map's overlay PNG and heatmap .npy, named by rank (top1, top2, ...) or, for
-    given_classes, by class index (c281), with the method in the name if name_method; returns
-    their (overlay, heatmap) paths."""
+@dataclass(frozen=True)
+class OutputOptions:
+    """What to write per image, and where."""
+
+    folder: str
+    name_method: bool  # put the method in the file names
+    given_classes: bool  # name maps c<N> (classes given) rather than top<k>
+    overlay_format: str  # png, jpg or webp
+    heatmaps: str  # full, low or none
+    grid: bool
+
+
+def write_image(
+    explanations: Sequence[Explanation], stem: str, options: OutputOptions
+) -> tuple[list[list[tuple[str, str | None]]], str | None]:
+    """Render and encode one image's overlays, heatmaps and grid, then write them as one set
+    (all or none); returns per method the (overlay, heatmap or None) paths, and the grid's."""
+    contents: list[tuple[str, bytes]] = []
     files = []
-    method = f"_{explanation.method}" if name_method else ""
-    for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
-        which = f"c{class_map.class_index}" if given_classes else f"top{class_map.rank}"
-        label = safe_label(class_map.label, class_map.class_index)
-        prefix = os.path.join(out, f"{stem}_{which}_{label}{method}")
-        overlay_path, heatmap_path = f"{prefix}_overlay.png", f"{prefix}_heatmap.npy"
-        save_png(overlay_path, overlay)
-        save_npy(heatmap_path, class_map.heatmap)
-        files.append((overlay_path, heatmap_path))
-    return files
+    for explanation in explanations:
+        method = f"_{explanation.method}" if options.name_method else ""
+        paths = []
+        for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
+            which = f"c{class_map.class_index}" if options.given_classes else f"top{class_map.rank}"
+            label = safe_label(class_map.label, class_map.class_index)
+            prefix = os.path.join(options.folder, f"{stem}_{which}_{label}{method}")
+            overlay_path = f"{prefix}_overlay.{options.overlay_format}"
+            contents.append((overlay_path, encoded_image(overlay, options.overlay_format)))
+            heatmap_path = None
+            if options.heatmaps != "none":
+                heatmap_path = f"{prefix}_heatmap.npy"
+                heat = class_map.heatmap if options.heatmaps == "full" else class_map.cam
+                contents.append((heatmap_path, encoded_npy(heat)))
+            paths.append((overlay_path, heatmap_path))
+        files.append(paths)
+    grid = None
+    if options.grid:
+        grid = os.path.join(options.folder, f"{stem}_grid.png")
+        contents.append((grid, encoded_image(grid_sheet(explanations), "png")))
+    write_set(contents)
+    return files, grid
 
 
-def write_grid(explanations: Sequence[Explanation], out: str, stem: str) -> str:
-    """Write OUT/<stem>_grid.png: one row per explained class, the image (captioned with the
-    class) then each method's overlay (captioned with the method); returns its path."""
+def grid_sheet(explanations: Sequence[Explanation]) -> np.ndarray:
+    """One row per explained class: the image (captioned with the class) then each method's
+    overlay (captioned with the method)."""
     image = explanations[0].image
-    rows = [
+    return contact_sheet([
         [(class_map.label, image)]
         + [(explanation.method, explanation.overlays[k]) for explanation in explanations]
         for k, class_map in enumerate(explanations[0].maps)
-    ]
-    path = os.path.join(out, f"{stem}_grid.png")
-    save_png(path, contact_sheet(rows))
-    return path
+    ])
 
 
 def format_result(
     explanations: Sequence[Explanation],
-    files: Sequence[list[tuple[str, str]]],
+    files: Sequence[list[tuple[str, str | None]]],
     grid: str | None,
     as_json: bool,
     weights: dict | None = None,
@@ -313,18 +437,28 @@ def format_result(
         report["weights"] = weights or {}
         return json.dumps(report | ({"grid": grid} if grid else {}))
     width = max(len(p.label) for p in first.predictions + first.maps)
-    lines = [first.source]
+    lines = [shown(first.source)]
     lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
     tagged = len(explanations) > 1
     for method, m, overlay, _ in maps:
         tag = f" {method}" if tagged else ""
-        lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {overlay}")
-    lines += [f"  grid {grid}"] if grid else []
+        lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {shown(overlay)}")
+    lines += [f"  grid {shown(grid)}"] if grid else []
     return "\n".join(lines)
 
 
+def shown(text: str) -> str:
+    """`text` safe to print on one line: bytes that were not UTF-8 as \\xNN, control characters
+    (newlines included) as \\n, \\x1b, ..."""
+    try:
+        readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        readable = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), readable)
+
+
 def _report(message: str) -> None:
-    tqdm.write(f"onnxcam: {message}", file=sys.stderr)
+    tqdm.write(f"onnxcam: {shown(message)}", file=sys.stderr)
 
 
 def _warning_on_one_line(message, category, filename, lineno, file=None, line=None) -> None:

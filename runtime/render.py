@@ -11,6 +11,10 @@ import numpy as np
 
 OVERLAY_ALPHA = 0.4
 SHEET_TILE_HEIGHT = 256
+SHEET_TILE_MAX_WIDTH = 4 * SHEET_TILE_HEIGHT  # a 1x10000 image makes a 1024x1 tile, not 256x2,560,000
+PNG_COMPRESSION = 1  # zlib level: the fastest; overlays barely shrink at higher levels
+JPEG_QUALITY = 95
+WEBP_QUALITY = 90
 
 
 def normalise(raw_map: np.ndarray) -> np.ndarray:
@@ -69,9 +73,11 @@ def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
 
 def contact_sheet(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> np.ndarray:
     """(caption, HxWx3 uint8 RGB) tiles of one size side by side, rows stacked; each tile scaled
-    to SHEET_TILE_HEIGHT pixels high, its caption written in its top-left corner."""
+    to SHEET_TILE_HEIGHT pixels high, or SHEET_TILE_MAX_WIDTH wide if that is less, its caption
+    written in its top-left corner."""
     height, width = rows[0][0][1].shape[:2]
-    size = (max(1, round(width * SHEET_TILE_HEIGHT / height)), SHEET_TILE_HEIGHT)
+    scale = min(SHEET_TILE_HEIGHT / height, SHEET_TILE_MAX_WIDTH / width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     tiles = [
         [_captioned(cv2.resize(tile, size, interpolation=cv2.INTER_AREA), caption) for caption, tile in row]
         for row in rows
@@ -86,19 +92,38 @@ def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
     return tile
 
 
+def encoded_image(image: np.ndarray, file_format: str = "png") -> bytes:
+    """An RGB uint8 image as the bytes of a png, jpg or webp file."""
+    options = {
+        "png": [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION],
+        "jpg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+        "webp": [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY],
+    }[file_format]
+    ok, encoded = cv2.imencode(f".{file_format}", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), options)
+    if not ok:
+        raise OSError(f"{file_format} encoding failed")
+    return encoded.tobytes()
+
+
+def encoded_npy(array: np.ndarray) -> bytes:
+    """An array as the bytes of a .npy file."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG, atomically."""
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"{os.fspath(path)}: PNG encoding failed")
-    write_atomically(path, encoded.tobytes())
+    try:
+        data = encoded_image(image, "png")
+    except OSError:
+        raise OSError(f"{os.fspath(path)}: PNG encoding failed") from None
+    write_atomically(path, data)
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write an array as .npy, atomically."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_atomically(path, buffer.getvalue())
+    write_atomically(path, encoded_npy(array))
 
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> None:

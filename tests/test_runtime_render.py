@@ -29,9 +29,10 @@ def test_all_zero_map_stays_zero():
     assert not np.isnan(heat).any() and not heat.any()
 
 
-def test_tiny_maps_are_normalised_by_eps_not_blown_up():
-    heat = render.heatmap(np.full((2, 2), 1e-9, dtype=np.float32), (2, 2))
-    np.testing.assert_allclose(heat, 1e-9 / render.EPS, rtol=1e-5)
+def test_tiny_maps_are_normalised_by_their_own_maximum_and_non_finite_ones_vanish():
+    tiny = np.array([[1e-9, 5e-10], [0, -1e-9]], dtype=np.float32)
+    np.testing.assert_allclose(render.heatmap(tiny, (2, 2)), [[1, 0.5], [0, 0]], rtol=1e-5)
+    assert not render.heatmap(np.array([[np.inf, 1.0]], dtype=np.float32), (1, 2)).any()
 
 
 def test_one_map_fuses_to_its_own_heatmap():
