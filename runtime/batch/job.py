@@ -106,7 +106,7 @@ class ShardExplainer:
         for position, path in enumerate(paths):
             try:
                 readable.append((position, read_bytes(path)))
-            except (OSError, pafs.ArrowInvalid) as error:
+            except Exception as error:  # any reading failure is this input's row, never the job's
                 rows[position] = failed_row(path, f"{path}: cannot read ({one_line(error)})")
         s = self.settings
         try:

@@ -23,7 +23,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem of `uri` (a local path or any URI pyarrow reads) and the path within it."""
     try:
         return pafs.FileSystem.from_uri(uri)
-    except (pafs.ArrowInvalid, ValueError):  # a relative local path
+    except ValueError:  # a relative local path (pyarrow.ArrowInvalid is a ValueError)
         local = pafs.LocalFileSystem()
         return local, local.normalize_path(os.path.abspath(uri))
 
@@ -91,7 +91,7 @@ def _listed(fs: pafs.FileSystem, path: str, source: str) -> list[str]:
                 pq.read_table(file, columns=[PATH_COLUMN]) if path.lower().endswith(".parquet")
                 else pa_csv.read_csv(io.BytesIO(file.read()))
             )
-    except (OSError, UnicodeDecodeError, pafs.ArrowInvalid) as error:
+    except (OSError, ValueError) as error:  # ArrowInvalid and UnicodeDecodeError are ValueErrors
         raise SourceError(f"{source}: cannot read the list ({' '.join(str(error).split())})") from None
     if PATH_COLUMN not in table.column_names:
         raise SourceError(f"{source}: no '{PATH_COLUMN}' column (it has {', '.join(table.column_names)})")
