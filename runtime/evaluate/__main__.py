@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if not results.images:
             raise OnnxcamError("no usable image: nothing to evaluate")
-        report.write(Path(args.out), report.summary(results, args.seed))
+        report.write(Path(args.out), report.summary(results, args.seed), results.examples)
     except (OnnxcamError, OSError) as error:
         print(f"{PROG}: {one_line(error)}", file=sys.stderr)
         return EXIT_CANNOT_START
