@@ -291,3 +291,29 @@ def test_heatmaps_low_or_none_and_other_overlay_formats(model_path, tmp_path, ca
     assert main([*arguments, "--out", str(tmp_path / "none"), "--heatmaps", "none", "--overlay-format", "webp"]) == 0
     [entry] = json.loads(capsys.readouterr().out)["maps"]
     assert entry["heatmap"] is None and os.listdir(tmp_path / "none") == ["red_top1_red_overlay.webp"]
+
+
+CTRL_C_WHILE_IMPORTING = """
+import importlib.abc, os, runpy, signal, sys
+
+MODULE = sys.argv.pop(1)
+
+class CtrlCOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == MODULE:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlCOnImport())
+runpy.run_module("runtime", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("module", ["tqdm"])
+def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(module):
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_IMPORTING, module, "x.png", "--model", "m.onnx"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (130, "onnxcam: interrupted\n")
