@@ -1,0 +1,1 @@
+"""onnxcam serve: explanations over HTTP (Starlette + uvicorn), or on Ray Serve. Optional extra."""
