@@ -242,7 +242,13 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:  # disk full, an unwritable name, memory for a huge grid, ...
             _report(f"{source}: cannot write outputs ({type(error).__name__}: {one_line(error)})")
             return 1
-        tqdm.write(format_result(explanations, files, grid, args.json, weights), file=sys.stdout)
+        try:
+            tqdm.write(format_result(explanations, files, grid, args.json, weights), file=sys.stdout)
+        except BrokenPipeError:
+            raise
+        except Exception as error:  # its files are written; only the report failed
+            _report(f"{source}: cannot print the result ({type(error).__name__}: {one_line(error)})")
+            return 1
         return 0
 
     try:

@@ -317,3 +317,19 @@ def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(module):
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )
     assert (result.returncode, result.stderr) == (130, "onnxcam: interrupted\n")
+
+
+def test_a_result_that_cannot_be_printed_fails_that_image_only(model_path, tmp_path, capsys, monkeypatch):
+    images = [save(tmp_path / f"{name}.png", blob_image(40, 40, (0, 0, 9, 9))) for name in ("a", "b")]
+    real = cli.format_result
+
+    def fails_for_a(explanations, *args):
+        if explanations[0].source.endswith("a.png"):
+            raise UnicodeEncodeError("ascii", "é", 0, 1, "ordinal not in range(128)")
+        return real(explanations, *args)
+
+    monkeypatch.setattr(cli, "format_result", fails_for_a)
+    assert main([*map(str, images), "--model", str(model_path), "--out", str(tmp_path / "out"), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert f"onnxcam: {images[0]}: cannot print the result (UnicodeEncodeError: " in captured.err
+    assert [json.loads(line)["image"] for line in captured.out.splitlines()] == [str(images[1])]
