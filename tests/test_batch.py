@@ -196,9 +196,10 @@ def test_a_parquet_list_as_source(local_ray, collection, tmp_path):
     chosen = good[:12] + bad[:2] + [str(tmp_path / "missing.png")]
     pq.write_table(pa.table({"path": chosen, "other": list(range(len(chosen)))}), listing)
     output = tmp_path / "out"
-    assert batch(listing, "--model", model, "--output", output, "--workers", "1") == 1
+    assert batch(listing, "--model", model, "--output", output, "--workers", "1", "--overlays", "--heatmaps") == 1
     rows = results(output)
     assert sorted(row["path"] for row in rows) == sorted(chosen)
+    assert len(list((output / "overlays").glob("*.png"))) == len(list((output / "heatmaps").glob("*.npy"))) == 12 * 3
     missing = next(row for row in rows if row["path"].endswith("missing.png"))
     assert not missing["ok"] and "cannot read" in missing["error"]
 
