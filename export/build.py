@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import sys
-import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -51,7 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--plain-output", help="also write the plain classifier (probabilities only) here")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--seed", type=int, default=0, help="seed for --weights none (default 0)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for flag, path in (("--output", args.output), ("--plain-output", args.plain_output)):
+        if path is not None and not path.strip():
+            parser.error(f"{flag}: an empty path; give a file name")
+    if args.output and args.plain_output and os.path.realpath(args.output) == os.path.realpath(args.plain_output):
+        parser.error("--output and --plain-output name the same file; the plain classifier would replace the model")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,13 +128,17 @@ def export(args: argparse.Namespace) -> None:
 
     _set_metadata(onnx_model, classifier, layers, args, figures)
     output = args.output or os.path.join("models", f"{os.path.splitext(classifier.name)[0]}_gradcam.onnx")
+    plain = args.plain_output and convert(
+        plain_function(model, classifier.preprocessing, classifier.input_size), args.opset, outputs=("probabilities",)
+    )  # converted before anything is written: a failed conversion writes nothing
     size = write_atomically(output, onnx_model.SerializeToString())
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
-    if args.plain_output:
-        plain = convert(plain_function(model, classifier.preprocessing, classifier.input_size), args.opset,
-                        outputs=("probabilities",))
-        plain_size = write_atomically(args.plain_output, plain.SerializeToString())
+    if plain:
+        try:
+            plain_size = write_atomically(args.plain_output, plain.SerializeToString())
+        except ExportError as error:
+            raise ExportError(f"{error}; the Grad-CAM model {output} was written") from None
         print(f"plain classifier: {args.plain_output} ({plain_size / 2**20:.1f} MiB; "
               f"the Grad-CAM model is {size / plain_size:.3f}x)")
 
@@ -181,27 +190,45 @@ def _version(distribution: str) -> str:
 
 
 def write_atomically(path: str, data: bytes) -> int:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    """Write to a temporary file beside `path`, then rename: readers never see half a file, and
+    no temporary file is left whatever fails. Temporaries that a killed export left behind (their
+    process is gone) are removed first."""
     folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}.onnxcam-tmp-"
+    temporary = os.path.join(folder, f"{prefix}{os.getpid()}")
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", delete=False) as file:
-            temporary = file.name
-            try:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            except BaseException:
-                file.close()
-                os.unlink(temporary)
-                raise
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # NamedTemporaryFile makes 0600; give the usual mode
+        _remove_stale_temporaries(folder, prefix)
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, path)
     except OSError as error:
         raise ExportError(f"cannot write {path}: {error.strerror or error}") from None
+    finally:
+        with contextlib.suppress(OSError):  # gone after the rename, or never made
+            os.unlink(temporary)
     return len(data)
+
+
+def _remove_stale_temporaries(folder: str, prefix: str) -> None:
+    """Remove `prefix<pid>` files in `folder` whose process no longer runs."""
+    for name in os.listdir(folder):
+        pid = name.removeprefix(prefix)
+        if name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(folder, name))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":
