@@ -83,7 +83,9 @@ def serve_uvicorn(args: argparse.Namespace, limits: Limits) -> None:
 
     explainer = Explainer(args.model, device=args.device, batch_size=limits.max_batch_size, max_pixels=limits.max_pixels)
     app = create_app(Service(explainer, limits))
-    # uvicorn on SIGTERM/SIGINT: stops accepting, finishes the requests in flight, exits 0.
+    # uvicorn on SIGTERM: stops accepting and finishes the requests in flight; then it re-raises the
+    # signal to the handler it found, which must not kill the process: exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=limits.timeout_s)
 
 

@@ -1,0 +1,149 @@
+"""A real server process on 127.0.0.1: a bounded load run, the body limit on the wire, SIGTERM, bad flags."""
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+import pytest
+
+from runtime import Explainer
+from tests.fake_model import write_fake_model
+from tests.serve_helpers import ROOT, png_bytes, server_process
+
+CONNECTIONS = 200
+REQUESTS_EACH = 10
+BAD_EVERY = 10  # 10% bad requests
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return write_fake_model(tmp_path_factory.mktemp("serve_process") / "fake.onnx")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def sample_images() -> list[bytes]:
+    rng = np.random.default_rng(0)
+    return [png_bytes(rng.integers(0, 256, (36 + i, 40, 3), dtype=np.uint8)) for i in range(5)]
+
+
+def test_load_run_no_errors_exact_answers_bounded_memory(model_path):
+    images = sample_images()
+    explainer = Explainer(model_path, device="cpu")
+    expected = [explainer.explain(image, top_k=2) for image in images]
+    failures: list[str] = []
+    counts = {"good": 0, "bad": 0}
+
+    async def one(client: httpx.AsyncClient, n: int) -> None:
+        if n % BAD_EVERY == 0:
+            body = b"\x89PNG but not really" if n % 20 == 0 else images[0][:50]
+            try:
+                response = await client.post("/v1/explain?top_k=2", content=body)
+            except httpx.TransportError as error:
+                failures.append(f"connection error: {error!r}")
+                return
+            if response.status_code != 422:
+                failures.append(f"bad request got {response.status_code}")
+            counts["bad"] += 1
+            return
+        index = n % len(images)
+        try:
+            response = await client.post("/v1/explain?top_k=2", content=images[index])
+        except httpx.TransportError as error:
+            failures.append(f"connection error: {error!r}")
+            return
+        if response.status_code != 200:
+            failures.append(f"good request got {response.status_code}: {response.text[:200]}")
+            return
+        document, want = response.json(), expected[index]
+        if [p["index"] for p in document["predictions"]] != [p.index for p in want.predictions]:
+            failures.append("predictions differ")
+        for got, map_ in zip(document["maps"], want.maps, strict=True):
+            if tuple(got["peak"]) != map_.peak or not np.allclose(got["cam"], map_.cam, atol=1e-6, rtol=0):
+                failures.append("maps differ")
+        counts["good"] += 1
+
+    async def run(url: str, pid: int) -> tuple[int, int]:
+        """CONNECTIONS clients, each sending REQUESTS_EACH requests one after another on its own connection."""
+        done, rss_after_first = [0], [0]
+
+        async def worker(client: httpx.AsyncClient, worker_index: int) -> None:
+            for step in range(REQUESTS_EACH):
+                await one(client, worker_index * REQUESTS_EACH + step)
+                done[0] += 1
+                if done[0] == CONNECTIONS:
+                    rss_after_first[0] = rss_bytes(pid)
+
+        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+            await asyncio.gather(*(worker(client, index) for index in range(CONNECTIONS)))
+        return rss_after_first[0], rss_bytes(pid)
+
+    with server_process(model_path, "--max-queue", "512", "--max-batch-size", "16") as (process, url):
+        first, last = asyncio.run(run(url, process.pid))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert failures == []
+    assert counts == {"good": 1800, "bad": 200}
+    assert last - first < 50 * 1024 * 1024, (first, last)
+    assert 'status="500"' not in metrics and 'onnxcam_requests_total{path="/v1/explain",status="200"} 1800.0' in metrics
+
+
+def test_body_over_the_limit_is_refused_before_it_is_sent(model_path):
+    with server_process(model_path, "--max-body-mb", "1") as (process, url):
+        address = urlparse(url)
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1000)
+            reply = b""
+            while b"}}" not in reply:  # answered with 49.999 MB still unsent
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode(errors="replace")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert '"code":"body_too_large"' in reply
+
+
+def test_sigterm_finishes_the_request_in_flight_and_exits_0(model_path):
+    image = sample_images()[0]
+    with server_process(model_path, "--max-wait-ms", "1500") as (process, url):  # the batcher holds it 1.5 s
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(response=httpx.post(f"{url}/v1/explain", content=image, timeout=30)))
+        thread.start()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        assert process.wait(timeout=30) == 0
+    assert result["response"].status_code == 200
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model", "/nonexistent/m.onnx"], "--model /nonexistent/m.onnx: no such file"),
+        (["--model", "MODEL", "--max-batch-size", "0"], "--max-batch-size 0: must be at least 1"),
+        (["--model", "MODEL", "--autoscale", "3"], "--autoscale '3': give MIN,MAX"),
+        (["--model", "NOT_ONNX"], "not"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(model_path, tmp_path, flags, message):
+    not_onnx = tmp_path / "not.onnx"
+    not_onnx.write_bytes(b"hello")
+    flags = [str(model_path) if f == "MODEL" else str(not_onnx) if f == "NOT_ONNX" else f for f in flags]
+    completed = subprocess.run([sys.executable, "-m", "runtime.serve", *flags], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("onnxcam-serve: ") and message in lines[0], completed.stderr
