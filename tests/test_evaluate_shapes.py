@@ -1,0 +1,84 @@
+"""runtime.evaluate on the trained shapes model: Grad-CAM against the baselines, and the sanity
+check against the same architecture untrained."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import METHODS, Explainer
+from runtime.evaluate import evaluate
+from runtime.evaluate import report as report_files
+from runtime.evaluate.report import summary
+from tests.conftest import export_or_fail
+
+IMAGES = 16
+
+
+@pytest.fixture(scope="module")
+def untrained_shapes_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shapes architecture with its initial (untrained) weights, exported the same way."""
+    from tests.keras_models import train_shapes_classifier
+
+    folder = tmp_path_factory.mktemp("untrained_shapes")
+    keras_path, onnx_path = folder / "untrained.keras", folder / "untrained_gradcam.onnx"
+    train_shapes_classifier(epochs=0).save(keras_path)
+    export_or_fail("--model", str(keras_path), "--preprocessing", "none", "--output", str(onnx_path))
+    return onnx_path
+
+
+@pytest.fixture(scope="module")
+def report(shapes_model, untrained_shapes_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from tests.keras_models import draw_shapes
+
+    images, labels, boxes = draw_shapes(IMAGES, seed=77)
+    names = [f"<array #{i}>" for i in range(IMAGES)]
+    box_json = {name: {str(label): [box.tolist()]} for name, label, box in zip(names, labels, boxes)}
+    explainer = Explainer(shapes_model.onnx_path, batch_size=16)
+    results = evaluate(
+        explainer, list(images), list(METHODS), top_k=1, steps=20, seed=0, boxes=box_json,
+        random_explainer=Explainer(untrained_shapes_model, batch_size=16),
+    )
+    assert results.images == IMAGES and not results.skipped
+    data = summary(results)
+    out = tmp_path_factory.mktemp("evaluate_report")
+    report_files.write(out, data, results.examples)
+    assert {p.name for p in out.iterdir()} == {"report.md", "metrics.json", "curves.png", "examples.png"}
+    return data
+
+
+def mean(report: dict, method: str, metric: str) -> float:
+    return report["methods"][method][metric]["mean"]
+
+
+def test_grad_cam_inserts_better_than_the_random_map(report):
+    assert mean(report, "gradcam", "insertion") > mean(report, "random", "insertion") + 0.1
+    assert report["methods"]["gradcam"]["insertion"]["low"] > report["methods"]["random"]["insertion"]["high"]
+
+
+def test_grad_cam_deletes_better_than_the_model_free_maps(report):
+    # Measured: against the random map, deletion to black ties (0.37 vs 0.36 on 16 images): with 3
+    # classes both curves fall to the black image's ~1/3 within 20 % of the pixels, since scattered
+    # black pixels already break the shape. The centred Gaussian and the edge map lose clearly.
+    for baseline in ("gaussian", "edge"):
+        assert mean(report, "gradcam", "deletion") < mean(report, baseline, "deletion") - 0.1, baseline
+    assert report["curves"]["gradcam"]["deletion"][2] < report["curves"]["random"]["deletion"][2] - 0.1
+
+
+def test_the_edge_map_does_not_beat_grad_cam(report):
+    # insertion excepted: measured, revealing the sharp outline of the shape from its blur is what
+    # the edge map does best (0.94 vs Grad-CAM's 0.91 on 16 images)
+    for metric, sign in (("deletion", 1), ("average-drop", 1), ("pointing-game", -1)):
+        assert sign * mean(report, "edge", metric) >= sign * mean(report, "gradcam", metric), metric
+
+
+def test_grad_cam_points_at_the_shape(report):
+    assert mean(report, "gradcam", "pointing-game") >= 0.8
+    assert mean(report, "gradcam", "pointing-game") > mean(report, "random", "pointing-game")
+
+
+def test_the_sanity_check_flags_the_edge_map_and_not_grad_cam(report):
+    checks = report["sanity"]["methods"]
+    assert checks["edge"]["flagged"] and checks["edge"]["spearman"] == pytest.approx(1)
+    assert not checks["gradcam"]["flagged"]
+    assert checks["gradcam"]["spearman"] < report["sanity"]["threshold"]
