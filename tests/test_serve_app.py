@@ -189,8 +189,10 @@ class GatedExplainer(Explainer):
     """An Explainer whose runs wait until `gate` is set: to hold the batch worker busy."""
 
     gate: threading.Event
+    entered: threading.Event
 
     def explain_methods(self, *args, **kwargs):
+        self.entered.set()
         self.gate.wait(timeout=10)
         return super().explain_methods(*args, **kwargs)
 
@@ -203,26 +205,30 @@ async def post_all(app, bodies_and_queries):
 
 def test_queue_full_is_503_and_timeout_is_504(model_path):
     gated = GatedExplainer(model_path, device="cpu")
-    gated.gate = threading.Event()
+    gated.gate, gated.entered = threading.Event(), threading.Event()
     gated.gate.set()  # let the warm-up through
-    service = Service(gated, Limits(max_batch_size=1, max_wait_ms=0, max_queue=1, timeout_s=0.5))
+    service = Service(gated, Limits(max_batch_size=1, max_wait_ms=0, max_queue=1, timeout_s=5))
     gated.gate.clear()
+    gated.entered.clear()
     image = red_blob_png()
+    app = create_app(service)
 
     async def scenario():
-        first = asyncio.ensure_future(post_all(create_app(service), [(image, "")] * 4))
-        await asyncio.sleep(0.3)
+        running = asyncio.ensure_future(post_all(app, [(image, "")]))
+        while not gated.entered.is_set():  # the first request holds the worker
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(post_all(app, [(image, "")]))
+        while service.batcher.depth < 1:  # the second waits in the queue
+            await asyncio.sleep(0.01)
+        refused = await post_all(app, [(image, "")] * 2)
         gated.gate.set()
-        return await first
+        return (await running) + (await queued) + refused
 
     responses = asyncio.run(scenario())
-    statuses = sorted(r.status_code for r in responses)
-    # one in the worker (times out at 0.5 s: the gate opens at 0.3 s, so it may also finish), one queued, two refused
-    assert statuses.count(503) == 2, statuses
-    for response in responses:
-        if response.status_code == 503:
-            assert_error(response, 503, "queue_full")
-            assert response.headers["retry-after"] == "1"
+    assert [r.status_code for r in responses] == [200, 200, 503, 503]
+    for response in responses[2:]:
+        assert_error(response, 503, "queue_full")
+        assert response.headers["retry-after"] == "1"
     slow = Service(gated, Limits(timeout_s=0.2))
     gated.gate.clear()
     response = asyncio.run(post_all(create_app(slow), [(image, "")]))[0]
