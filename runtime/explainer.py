@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from . import contract, render
-from .errors import ImageError, UsageError
+from .errors import ImageError, ModelError, UsageError, one_line
 from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
 from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
@@ -45,12 +45,9 @@ class Explainer:
         max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> None:
         _check_method(method)
-        if batch_size < 1:
-            raise UsageError(f"batch size {batch_size}: must be at least 1")
-        if max_pixels < 1:
-            raise UsageError(f"max pixels {max_pixels}: must be at least 1")
-        if max_channels < 1:
-            raise UsageError(f"max channels {max_channels}: must be at least 1")
+        _check_count("batch size", batch_size)
+        _check_count("max pixels", max_pixels)
+        _check_count("max channels", max_channels)
         self.model_path = os.fspath(model_path)
         self.batch_size = batch_size
         self.max_pixels = max_pixels
@@ -129,11 +126,17 @@ class Explainer:
     def _targets(self, top_k: int, class_index: int | Sequence[int] | None) -> np.ndarray:
         """The class_index row fed to the model: -1 = the k-th most probable class."""
         classes = self.card.num_classes
+        _check_count("top_k", top_k)
         if not 1 <= top_k <= classes:
             raise UsageError(f"top_k {top_k}: must be between 1 and the model's {classes} classes")
         if class_index is None:
             return np.full(top_k, -1, dtype=np.int64)
-        indices = [class_index] if isinstance(class_index, (int, np.integer)) else list(class_index)
+        if isinstance(class_index, (int, np.integer)):
+            indices = [class_index]
+        elif isinstance(class_index, (list, tuple, np.ndarray)):
+            indices = list(class_index)
+        else:
+            raise UsageError(f"class index {class_index!r}: not an integer or a list of integers")
         if not indices:
             raise UsageError("class index: an empty list; give at least one class")
         for index in indices:
@@ -164,15 +167,21 @@ class Explainer:
         methods: tuple[CamMethod, ...],
     ) -> list[tuple[Outcome, ...]]:
         decoded: list[tuple[str, np.ndarray | ImageError]] = []
+        resized = []
         for source, image in chunk:
             try:
-                decoded.append((source, decode_image(image, source, self.max_pixels)))
+                pixels = decode_image(image, source, self.max_pixels)
+                resized.append(resize_for_model(pixels, self.card.input_size))
+                decoded.append((source, pixels))
             except ImageError as error:
                 decoded.append((source, error))
+            except MemoryError:
+                decoded.append((source, ImageError(source, "not enough memory for this image")))
         good = [image for _, image in decoded if isinstance(image, np.ndarray)]
         if not good:
             return [(Outcome(source, error=error),) * len(methods) for source, error in decoded]
-        inputs = np.stack([resize_for_model(image, self.card.input_size) for image in good])
+        inputs = np.stack(resized)
+        del resized
         outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(targets, (len(good), 1)), methods)
         position = iter(range(len(good)))
         outcomes = []
@@ -187,12 +196,23 @@ class Explainer:
                 outputs[contract.OUTPUT_PROBABILITIES][n], ranked_by_graph, top_k
             )
             outcomes.append(tuple(
-                Outcome(source, explanation=self._explanation(
+                self._outcome(
                     source, image, predictions, rank, explained, [maps[n] for maps in method_maps], method.name
-                ))
+                )
                 for method, method_maps in zip(methods, raw_maps, strict=True)
             ))
         return outcomes
+
+    def _outcome(self, source: str, image: np.ndarray, *details) -> Outcome:
+        """The image's explanation, or the error (naming the image) that building its maps raised."""
+        try:
+            return Outcome(source, explanation=self._explanation(source, image, *details))
+        except MemoryError:
+            return Outcome(source, error=ImageError(source, "not enough memory to build its maps"))
+        except Exception as error:  # anything this image's size or content can cause
+            return Outcome(source, error=ImageError(
+                source, f"cannot build its maps: {type(error).__name__}: {one_line(error)}"
+            ))
 
     def _outputs_and_maps(
         self, inputs: np.ndarray, class_index: np.ndarray, methods: tuple[CamMethod, ...]
@@ -223,7 +243,11 @@ class Explainer:
             contract.INPUT_IMAGE: np.ascontiguousarray(inputs, dtype=np.float32),
             contract.INPUT_CLASS_INDEX: np.ascontiguousarray(class_index, dtype=np.int64),
         }
-        return dict(zip(names, self._session.run(list(names), feeds), strict=True))
+        try:
+            results = self._session.run(list(names), feeds)
+        except Exception as error:  # onnxruntime's own classes: a model failure, not an image's
+            raise ModelError(f"{self.model_path}: model run failed ({one_line(error)})") from None
+        return dict(zip(names, results, strict=True))
 
     def _raw_maps(
         self, method: CamMethod, inputs: np.ndarray, outputs: dict[str, np.ndarray]
@@ -282,8 +306,16 @@ def _named(images: Iterable[ImageInput]) -> Iterator[tuple[str, ImageInput]]:
     return ((describe(image, position), image) for position, image in enumerate(images))
 
 
+def _check_count(name: str, value: object) -> None:
+    """A whole number of at least 1 (bool, float and None are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UsageError(f"{name} {value!r}: not an integer (give a whole number of at least 1)")
+    if value < 1:
+        raise UsageError(f"{name} {value}: must be at least 1")
+
+
 def _check_method(method: str) -> None:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise UsageError(f"method {method!r}: unknown (use {', '.join(METHODS)})")
 
 

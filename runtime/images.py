@@ -3,28 +3,40 @@
 Decoding uses Pillow:
 - EXIF orientation is applied (ImageOps.exif_transpose);
 - grayscale, palette, CMYK and 16-bit images become 8-bit RGB (16-bit values are scaled by 1/257);
+- 32-bit float images (mode F, e.g. float TIFFs) are scaled 0..1 -> 0..255 when their maximum is
+  at most 1, else clipped to 0..255 (NaN becomes 0);
 - transparent images (RGBA, LA, palette or PNG with transparency) are composited on WHITE;
 - multi-frame files (GIF, TIFF) give their first frame.
-The pixel limit (decompression bombs) is checked from the header, before any pixel is decoded.
+The pixel limit (decompression bombs) is checked from the header, before any pixel is decoded;
+max_pixels alone governs it (Pillow's own limit is raised to it while decoding).
+Paths must name regular files of at most MAX_FILE_BYTES (no FIFO, device or endless file is read).
+Any failure to decode, whatever its exception type (MemoryError included), is an ImageError;
+Pillow's warnings and libtiff's stderr lines are re-issued as one warning that names the image.
 Truncated files raise an error: this module refuses to decode while Pillow's
 ImageFile.LOAD_TRUNCATED_IMAGES is set, since Pillow would then pad the missing part silently.
 """
 
 import io
 import os
+import re
+import stat
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import cv2
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, one_line
+from .native_stderr import native_stderr
 
 DEFAULT_MAX_PIXELS = 40_000_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-# Pillow raises any of these for a file it recognises but cannot decode.
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+MAX_FILE_BYTES = 1 << 30  # no image file worth decoding is larger; beyond it, refuse before reading
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
@@ -55,42 +67,107 @@ def decode_image(image: ImageInput, source: str, max_pixels: int = DEFAULT_MAX_P
         raise ImageError(
             source, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; refusing to pad truncated images silently"
         )
+    capture = native_stderr() if data.startswith(TIFF_MAGIC) else nullcontext(None)
     try:
-        with warnings.catch_warnings():
-            # The runtime applies its own limit below; Pillow's softer one would only warn.
+        with warnings.catch_warnings(record=True) as caught, capture as native_log:
+            warnings.simplefilter("always")
+            # The runtime applies its own limit (max_pixels); Pillow's would only warn or refuse.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                _check_pixels(opened.width, opened.height, source, max_pixels)
-                opened.load()
-                return _to_rgb(ImageOps.exif_transpose(opened))
+            pixels = _decode(data, source, max_pixels)
+    except ImageError:
+        raise
     except Image.DecompressionBombError as error:
-        raise ImageError(source, f"over Pillow's pixel limit ({one_line(error)})") from None
+        # Pillow refuses only over twice its limit, and _pillow_limit raised that limit to at least
+        # max_pixels: so this image is over max_pixels too.
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        pixels_text = f"{size.group(1)} pixels" if size else "too many pixels"
+        raise ImageError(source, f"image is {pixels_text}, over the limit of {max_pixels} (max_pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(source, "not an image (unrecognised file format)") from None
-    except DECODE_ERRORS as error:
-        raise ImageError(source, f"cannot decode image: {one_line(error)}") from None
+    except MemoryError:
+        raise ImageError(source, "not enough memory to decode this image") from None
+    except Exception as error:  # Pillow's plugins raise many types (TypeError, struct.error...)
+        raise ImageError(source, f"cannot decode image: {type(error).__name__}: {one_line(error)}") from None
+    _rewarn(source, [str(warning.message) for warning in caught], native_log)
+    return pixels
+
+
+def _decode(data: bytes, source: str, max_pixels: int) -> np.ndarray:
+    with _pillow_limit(max_pixels), Image.open(io.BytesIO(data)) as opened:
+        _check_pixels(opened.width, opened.height, source, max_pixels)
+        opened.load()
+        return _to_rgb(ImageOps.exif_transpose(opened))
+
+
+def _rewarn(source: str, messages: list[str], native_log: io.StringIO | None) -> None:
+    """Pillow's warnings and libtiff's stderr lines, as one warning line that names the image."""
+    lines = messages + (native_log.getvalue().splitlines() if native_log is not None else [])
+    lines = [one_line(Exception(line)) for line in lines if line.strip()]
+    if lines:
+        warnings.warn(f"{source}: {'; '.join(dict.fromkeys(lines))}", UserWarning, stacklevel=3)
+
+
+# Pillow's own limit is a global (Image.MAX_IMAGE_PIXELS; it refuses over twice that). While any
+# thread decodes with a larger max_pixels it is raised to the largest such request, then restored.
+_LIMIT_LOCK = threading.Lock()
+_LIMIT_REQUESTS: list[int] = []
+_LIMIT_SAVED: list[int | None] = []
+
+
+@contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    limit = Image.MAX_IMAGE_PIXELS if not _LIMIT_SAVED else _LIMIT_SAVED[0]
+    if limit is None or max_pixels <= 2 * limit:
+        yield
+        return
+    with _LIMIT_LOCK:
+        if not _LIMIT_REQUESTS:
+            _LIMIT_SAVED[:] = [Image.MAX_IMAGE_PIXELS]
+        _LIMIT_REQUESTS.append(max_pixels)
+        Image.MAX_IMAGE_PIXELS = max(_LIMIT_REQUESTS)
+    try:
+        yield
+    finally:
+        with _LIMIT_LOCK:
+            _LIMIT_REQUESTS.remove(max_pixels)
+            if _LIMIT_REQUESTS:
+                Image.MAX_IMAGE_PIXELS = max(_LIMIT_REQUESTS)
+            else:
+                Image.MAX_IMAGE_PIXELS = _LIMIT_SAVED.pop()
 
 
 def resize_for_model(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The whole image resized to `size` (height, width) with bilinear interpolation
-    (cv2.INTER_LINEAR, no crop, no padding): float32 RGB, raw 0..255."""
+    (cv2.INTER_LINEAR, no crop, no padding): float32 RGB, raw 0..255. The resize runs on
+    the uint8 pixels, so no full-size float copy is made."""
     height, width = size
-    pixels = image.astype(np.float32)
-    if pixels.shape[:2] == (height, width):
-        return pixels
-    return cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return image.astype(np.float32)
 
 
 def _read_file(path: str | os.PathLike, source: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; never opens a FIFO or a device
+    (opening a FIFO blocks) and never reads past the size (an endless or growing file)."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        status = os.stat(path)
+        if stat.S_ISDIR(status.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageError(source, "not a regular file (a FIFO, socket or device); give an image file")
+        if status.st_size > MAX_FILE_BYTES:
+            raise ImageError(source, f"file is {status.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+        with open(path, "rb", buffering=0) as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageError(source, f"file grew over the {MAX_FILE_BYTES}-byte limit while read")
+        return data
     except FileNotFoundError:
         raise ImageError(source, "file not found") from None
     except IsADirectoryError:
         raise ImageError(source, "is a directory, not an image file") from None
-    except OSError as error:
-        raise ImageError(source, f"cannot read file: {error.strerror or one_line(error)}") from None
+    except (OSError, ValueError) as error:  # ValueError: a path with a NUL byte
+        raise ImageError(source, f"cannot read file: {getattr(error, 'strerror', None) or one_line(error)}") from None
 
 
 def _check_pixels(width: int, height: int, source: str, max_pixels: int) -> None:
@@ -111,6 +188,11 @@ def _check_array(image: np.ndarray, source: str, max_pixels: int) -> np.ndarray:
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
     """Any Pillow mode as HxWx3 uint8 RGB; transparency composited on white."""
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        gray = np.rint(np.clip(values * scale, 0, 255)).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode in SIXTEEN_BIT_MODES:
         # Pillow's own conversion to 8 bits clips at 255 instead of scaling.
         values = np.asarray(image, dtype=np.float64)

@@ -12,13 +12,19 @@ import io
 import os
 import re
 import sys
-import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
-
-import onnxruntime as ort
+from collections.abc import Sequence
 
 from .errors import ModelError, UsageError, one_line
+from .native_stderr import native_stderr
+
+# Importing onnxruntime may log a coloured warning on fd 2 when $HOME is not writable ("Failed to
+# persist telemetry device ID"): caught here, and anything else it printed is passed on.
+with native_stderr() as _import_log:
+    import onnxruntime as ort
+sys.stderr.write("".join(
+    line for line in _import_log.getvalue().splitlines(keepends=True) if "telemetry" not in line
+))
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -42,12 +48,14 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
 
 def open_session(path: str, device: str) -> ort.InferenceSession:
     """A session for the model at `path` on `device` (auto, cpu or cuda)."""
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: is a directory, not an .onnx file")
     if not os.path.isfile(path):
         raise ModelError(f"{path}: model file not found")
     providers = choose_providers(device, ort.get_available_providers())
     if CUDA not in providers:
         return _load(path, providers)
-    with _native_stderr() as log:
+    with native_stderr() as log:
         _preload_cuda_libraries()
         session = _load(path, providers)
     text = log.getvalue()
@@ -97,22 +105,3 @@ def _preload_cuda_libraries() -> None:
         return
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(OSError, RuntimeError):
         preload()
-
-
-@contextlib.contextmanager
-def _native_stderr() -> Iterator[io.StringIO]:
-    """Catch what native code writes to file descriptor 2 (process-wide, so only around session
-    creation); the text is in the yielded buffer afterwards."""
-    text = io.StringIO()
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield text
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text.write(sink.read().decode(errors="replace"))

@@ -1,5 +1,9 @@
 """Decoding (formats, orientation, transparency, limits, bad input) and resizing."""
 
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
 import io
 import struct
 import zlib
@@ -167,9 +171,16 @@ def test_pixel_limit_is_configurable():
         decode_image(np.zeros((50, 100, 3), dtype=np.uint8), "big", max_pixels=4_999)
 
 
-def test_pillows_own_bomb_error_is_reported_as_an_image_error():
-    with pytest.raises(ImageError, match="over Pillow's pixel limit"):
-        decode_image(png_header_only(100_000, 100_000), "bomb", max_pixels=10**12)
+def test_max_pixels_alone_governs_images_over_pillows_own_limit():
+    # 200 Mpx: over Pillow's 179-Mpx refusal. Under a larger max_pixels, Pillow must not refuse it
+    # (this header has no pixel data, so decoding then fails as truncated), and the global is restored.
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageError) as raised:
+        decode_image(png_header_only(20_000, 10_000), "big", max_pixels=10**9)
+    assert "Pillow" not in str(raised.value) and "truncated" in str(raised.value)
+    assert Image.MAX_IMAGE_PIXELS == before
+    with pytest.raises(ImageError, match="200000000 pixels, over the limit of 100000000"):
+        decode_image(png_header_only(20_000, 10_000), "big", max_pixels=10**8)
 
 
 def test_describe_names_inputs():
@@ -182,6 +193,66 @@ def test_resize_is_whole_image_bilinear_float():
     image = np.random.default_rng(1).integers(0, 256, (50, 80, 3), dtype=np.uint8)
     resized = resize_for_model(image, (32, 24))
     assert resized.shape == (32, 24, 3) and resized.dtype == np.float32
-    expected = cv2.resize(image.astype(np.float32), (24, 32), interpolation=cv2.INTER_LINEAR)
-    np.testing.assert_array_equal(resized, expected)
+    expected = cv2.resize(image, (24, 32), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    np.testing.assert_array_equal(resized, expected)  # resized as uint8: no full-size float copy
+    exact = cv2.resize(image.astype(np.float32), (24, 32), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(resized - exact).max() <= 1.0  # cv2's fixed-point uint8 bilinear
     np.testing.assert_array_equal(resize_for_model(image, (50, 80)), image.astype(np.float32))
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(decode_image, str(fifo), "pipe.png")
+        with pytest.raises(ImageError, match="pipe.png: not a regular file"):
+            future.result(timeout=5)
+
+
+def test_endless_device_is_refused_without_reading():
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(decode_image, "/dev/zero", "/dev/zero")
+        with pytest.raises(ImageError, match="/dev/zero: not a regular file"):
+            future.result(timeout=5)
+
+
+def test_float_tiff_of_0_to_1_is_scaled_and_larger_values_clipped():
+    values = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    pixels = decode_image(encode(Image.fromarray(values, mode="F"), "TIFF"), "float.tif")
+    assert pixels[0, :, 0].tolist() == [0, 128, 255]
+    large = np.array([[-5.0, 100.0, 300.0]], dtype=np.float32)
+    pixels = decode_image(encode(Image.fromarray(large, mode="F"), "TIFF"), "float.tif")
+    assert pixels[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_any_exception_type_from_pillow_is_an_image_error(monkeypatch):
+    def broken_load(self):
+        raise TypeError("'bytes' object cannot be interpreted as an integer")
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    monkeypatch.setattr(Image.Image, "load", broken_load)
+    with pytest.raises(ImageError, match="x.tif: cannot decode image: TypeError: 'bytes'"):
+        decode_image(data, "x.tif")
+
+
+def test_pillow_warnings_name_the_image(monkeypatch):
+    original = Image.Image.load
+    def warning_load(self):
+        warnings.warn("Corrupt EXIF data.  Expecting to read 12 bytes but only got 6.", UserWarning)
+        return original(self)
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    monkeypatch.setattr(Image.Image, "load", warning_load)
+    with pytest.warns(UserWarning, match=r"^photo.jpg: Corrupt EXIF data\. Expecting"):
+        decode_image(data, "photo.jpg")
+
+
+def test_libtiff_stderr_lines_name_the_image(capfd):
+    data = bytearray(encode(Image.new("RGB", (64, 64), (9, 9, 9)), "TIFF", compression="tiff_lzw"))
+    data[-200:-100] = bytes(100)  # corrupt the tail (tags or strips)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            decode_image(bytes(data), "scan.tif")
+        except ImageError as error:
+            assert str(error).startswith("scan.tif: ") and "\n" not in str(error)
+    assert capfd.readouterr().err == ""
+    assert all(str(w.message).startswith("scan.tif: ") for w in caught)
