@@ -8,10 +8,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import onnxruntime as ort
-
 from . import contract
 from .errors import ModelError
+from .session import ort  # imported there, its import-time log caught
 
 EXPORT_HINT = "export one with python -m export.build"
 JSON_OBJECT_KEYS = (contract.META_WEIGHTS, contract.META_VERSIONS, contract.META_SELF_CHECK)

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from runtime import Explainer, Explanation, ImageError, UsageError, contract, render
+from runtime import Explainer, Explanation, ImageError, ModelError, UsageError, contract, render
 from runtime.explainer import AUGMENTATIONS
 from runtime.session import choose_providers
 from runtime.methods import METHODS, CamMethod
@@ -109,6 +109,12 @@ def test_rank_is_the_class_rank_by_probability(explainer):
         ({"class_index": [1.5]}, "class index 1.5: not an integer"),
         ({"top_k": 5}, "top_k 5: must be between 1 and the model's 4 classes"),
         ({"top_k": 0}, "top_k 0"),
+        ({"class_index": 1.5}, "class index 1.5: not an integer"),
+        ({"class_index": True}, "class index True: not an integer"),
+        ({"class_index": "2"}, "class index '2': not an integer"),
+        ({"top_k": 2.0}, "top_k 2.0: not an integer"),
+        ({"top_k": None}, "top_k None: not an integer"),
+        ({"top_k": True}, "top_k True: not an integer"),
     ],
 )
 def test_bad_classes_fail_before_running(explainer, options, problem):
@@ -195,6 +201,11 @@ def test_the_explainer_says_which_provider_it_used(model_path, monkeypatch):
         ({"batch_size": 0}, "batch size 0"),
         ({"max_pixels": 0}, "max pixels 0"),
         ({"max_channels": 0}, "max channels 0"),
+        ({"batch_size": 2.5}, "batch size 2.5: not an integer"),
+        ({"batch_size": True}, "batch size True: not an integer"),
+        ({"max_pixels": None}, "max pixels None: not an integer"),
+        ({"max_channels": "8"}, "max channels '8': not an integer"),
+        ({"method": ["gradcam"]}, r"method \['gradcam'\]: unknown"),
     ],
 )
 def test_bad_settings(model_path, options, problem):
@@ -291,3 +302,36 @@ def test_with_method_shares_the_session_and_settings(model_path):
     )
     with pytest.raises(UsageError, match="method 'magic': unknown"):
         explainer.with_method("magic")
+
+
+def test_a_failure_while_building_one_images_maps_is_its_error_outcome(explainer, monkeypatch):
+    """Whatever an image's size or content makes the map building raise (MemoryError on a huge
+    image, anything else) is that image's error Outcome, naming it; the others go on."""
+    original = render.fuse
+
+    def fuse(maps, size):
+        if size == (17, 29):
+            raise MemoryError
+        if size == (32, 32):
+            raise TypeError("odd")
+        return original(maps, size)
+
+    monkeypatch.setattr(render, "fuse", fuse)
+    images = mixed_images()[:4]  # sizes 60x90, 32x32, 100x40, 17x29
+    outcomes = list(explainer.explain_each(images))
+    assert [outcome.error is None for outcome in outcomes] == [True, False, True, False]
+    assert str(outcomes[1].error) == "<array #1>: cannot build its maps: TypeError: odd"
+    assert str(outcomes[3].error) == "<array #3>: not enough memory to build its maps"
+    outcomes = list(explainer.explain_methods(images, ["gradcam", "eigencam"]))
+    assert [all(o.error is None for o in per) for per in outcomes] == [True, False, True, False]
+
+
+def test_a_model_run_failure_raises_one_line_model_error(explainer, monkeypatch):
+    class Broken:
+        def run(self, names, feeds):
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION :\n Non-zero status")
+
+    broken = explainer.with_method("gradcam")
+    monkeypatch.setattr(broken, "_session", Broken())
+    with pytest.raises(ModelError, match=r"fake.onnx: model run failed \(\[ONNXRuntimeError\] : 6 : RUNTIME_EXCEPTION : Non-zero status\)$"):
+        list(broken.explain_each(mixed_images()[:1]))

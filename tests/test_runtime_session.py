@@ -1,12 +1,15 @@
 """runtime/session.py: a CUDA provider that fails to load becomes one line, error or warning."""
 
 import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import onnxruntime as ort
 import pytest
 
-from runtime import Explainer, UsageError
+from runtime import Explainer, ModelError, UsageError
 from runtime import session as session_module
 from runtime.session import CPU, CUDA, cuda_failure
 from tests.fake_model import write_fake_model
@@ -106,3 +109,19 @@ def test_the_cli_says_it_in_one_line_and_exits_2(model_path, cuda_that_fails, tm
     lines = capfd.readouterr().err.splitlines()
     assert lines[0].startswith(f"onnxcam: warning: device auto: {CUDA} failed to load (libcublasLt")
     assert "on CPUExecutionProvider" in lines[1]
+
+
+def test_a_directory_as_model_path_says_so(tmp_path):
+    with pytest.raises(ModelError, match=r"is a directory, not an \.onnx file$"):
+        Explainer(tmp_path, device="cpu")
+
+
+def test_no_telemetry_warning_when_home_is_not_writable(tmp_path):
+    """onnxruntime logs a coloured 'Failed to persist telemetry device ID' line on import when
+    $HOME is unusable (here a file: root may write into read-only folders)."""
+    model = write_fake_model(tmp_path / "fake.onnx")
+    code = f"from runtime import Explainer; Explainer({str(model)!r}, device='cpu'); print('ok')"
+    environment = {**os.environ, "HOME": "/dev/null"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=environment, timeout=120, cwd=Path(__file__).parent.parent)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
