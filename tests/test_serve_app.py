@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import io
+import os
 import threading
 
 import httpx
@@ -56,7 +57,7 @@ def assert_matches(document: dict, expected, method: str = "gradcam") -> None:
 
 
 def test_health_ready_and_model_card(client, explainer):
-    assert client.get("/healthz").json() == {"status": "alive"}
+    assert client.get("/healthz").json() == {"status": "alive", "pid": os.getpid()}
     assert client.get("/readyz").status_code == 200
     card = client.get("/v1/model").json()
     assert card["classes"] == LABELS

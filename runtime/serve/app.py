@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import hmac
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -267,7 +268,7 @@ def create_app(service: Service | None = None) -> Starlette:
         return JSONResponse(card_json(service.explainer))
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
+        return JSONResponse({"status": "alive", "pid": os.getpid()})  # the pid tells replicas apart
 
     async def readyz(request: Request) -> Response:
         service = service_of(request)
