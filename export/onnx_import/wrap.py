@@ -1,0 +1,109 @@
+"""Add the onnxcam contract around an imported classifier: raw RGB NHWC in, every output out."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export import contract
+from export.onnx_import.graph import Classifier, LinearHead
+
+PREFIX = "onnxcam/"
+# Per RGB channel, in 0..255 pixel units; caffe also reorders to BGR.
+PREPROCESSING = {
+    "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    "caffe": ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def gradcam_model(
+    classifier: Classifier, head: LinearHead, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool
+) -> onnx.ModelProto:
+    """The classifier's graph with preprocessing before it and the contract's outputs after it."""
+    model = onnx.ModelProto()
+    model.CopyFrom(classifier.model)
+    graph = model.graph
+    del graph.value_info[:]
+    output = graph.output[0].name
+    dropped = classifier.softmax_node is not None  # the trailing softmax: probabilities are recomputed
+    nodes = [n for n in graph.node if not (dropped and n.op_type == "Softmax" and output in n.output)]
+    constants = _constants(head, mean, std, bgr)
+    node = helper.make_node
+    p = PREFIX
+    pre = [node("Gather", [contract.INPUT_IMAGE, p + "bgr"], [p + "ordered"], axis=3)] if bgr else []
+    source = p + "ordered" if bgr else contract.INPUT_IMAGE
+    pre += [node("Sub", [source, p + "mean"], [p + "centred"]), node("Div", [p + "centred", p + "std"], [p + "scaled"])]
+    if classifier.layout == "nchw":
+        pre.append(node("Transpose", [p + "scaled"], [classifier.input_name], perm=[0, 3, 1, 2]))
+    else:
+        pre.append(node("Identity", [p + "scaled"], [classifier.input_name]))
+    gathered = p + "rows"
+    if head.weight_is_classes_by_channels:
+        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [gathered], axis=0)]
+    else:  # [C, classes]: gather columns, then bring C last
+        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [p + "columns"], axis=1),
+                node("Transpose", [p + "columns"], [gathered], perm=[1, 2, 0])]
+    maps = [node("Transpose", [head.target], [contract.OUTPUT_FEATURE_MAPS], perm=[0, 2, 3, 1])
+            if head.target_layout == "nchw" else node("Identity", [head.target], [contract.OUTPUT_FEATURE_MAPS])]
+    post = [
+        node("Softmax", [classifier.logits], [contract.OUTPUT_PROBABILITIES], axis=-1),
+        node("Shape", [contract.INPUT_CLASS_INDEX], [p + "index_shape"]),
+        node("Slice", [p + "index_shape", p + "one", p + "two"], [p + "k"]),
+        node("TopK", [contract.OUTPUT_PROBABILITIES, p + "k"], [p + "top_values", p + "top_classes"], axis=1),
+        node("Less", [contract.INPUT_CLASS_INDEX, p + "zero"], [p + "wants_top"]),
+        node("Where", [p + "wants_top", p + "top_classes", contract.INPUT_CLASS_INDEX],
+             [contract.OUTPUT_EXPLAINED_CLASS]),
+        node("GatherElements", [classifier.logits, contract.OUTPUT_EXPLAINED_CLASS], [contract.OUTPUT_SCORE], axis=1),
+        *rows,
+        node("Mul", [gathered, p + "scale"], [contract.OUTPUT_POOLED_GRADIENTS]),
+        node("Unsqueeze", [contract.OUTPUT_POOLED_GRADIENTS, p + "axes_hw"], [p + "pooled_5d"]),
+        node("Expand", [p + "pooled_5d", p + "map_shape"], [contract.OUTPUT_GRADIENTS]),
+        *maps,
+        node("Unsqueeze", [contract.OUTPUT_FEATURE_MAPS, p + "one"], [p + "maps_5d"]),
+        node("Mul", [p + "maps_5d", p + "pooled_5d"], [p + "weighted"]),
+        node("ReduceSum", [p + "weighted", p + "last"], [p + "cam_sum"], keepdims=0),
+        node("Relu", [p + "cam_sum"], [contract.OUTPUT_CAM]),
+    ]
+    del graph.node[:]
+    graph.node.extend(pre + nodes + post)
+    graph.initializer.extend(constants)
+    height, width = classifier.input_size
+    (h, w), channels, classes = head.map_size, head.channels, classifier.classes
+    del graph.input[:]
+    graph.input.extend([
+        helper.make_tensor_value_info(contract.INPUT_IMAGE, TensorProto.FLOAT, ["N", height, width, 3]),
+        helper.make_tensor_value_info(contract.INPUT_CLASS_INDEX, TensorProto.INT64, ["N", "K"]),
+    ])
+    shapes = {
+        contract.OUTPUT_PROBABILITIES: (TensorProto.FLOAT, ["N", classes]),
+        contract.OUTPUT_EXPLAINED_CLASS: (TensorProto.INT64, ["N", "K"]),
+        contract.OUTPUT_SCORE: (TensorProto.FLOAT, ["N", "K"]),
+        contract.OUTPUT_FEATURE_MAPS: (TensorProto.FLOAT, ["N", h, w, channels]),
+        contract.OUTPUT_GRADIENTS: (TensorProto.FLOAT, ["N", "K", h, w, channels]),
+        contract.OUTPUT_POOLED_GRADIENTS: (TensorProto.FLOAT, ["N", "K", channels]),
+        contract.OUTPUT_CAM: (TensorProto.FLOAT, ["N", "K", h, w]),
+    }
+    del graph.output[:]
+    graph.output.extend(helper.make_tensor_value_info(name, *shapes[name]) for name in contract.OUTPUTS)
+    return model
+
+
+def _constants(head: LinearHead, mean, std, bgr: bool) -> list[onnx.TensorProto]:
+    order = [2, 1, 0] if bgr else [0, 1, 2]
+    h, w = head.map_size
+    arrays = {
+        "bgr": np.array([2, 1, 0], np.int64),
+        "mean": np.array([mean[i] for i in order], np.float32),
+        "std": np.array([std[i] for i in order], np.float32),
+        "one": np.array([1], np.int64),
+        "two": np.array([2], np.int64),
+        "zero": np.array(0, np.int64),
+        "last": np.array([-1], np.int64),
+        "axes_hw": np.array([2, 3], np.int64),
+        "map_shape": np.array([1, 1, h, w, 1], np.int64),
+        "scale": np.array(head.scale, np.float32),
+    }
+    return [numpy_helper.from_array(value, PREFIX + name) for name, value in arrays.items()]
