@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if any(value.lower().endswith(".onnx") for flag, value in zip(arguments, arguments[1:]) if flag == "--model") \
+            or any(value.lower().startswith("--model=") and value.lower().endswith(".onnx") for value in arguments):
+        from export.onnx_import.cli import main as import_onnx  # onnx + onnxruntime only, no TensorFlow
+
+        return import_onnx(arguments)
     args = parse_args(argv)
     warnings.filterwarnings("ignore")
     debug = bool(os.environ.get("ONNXCAM_DEBUG"))
