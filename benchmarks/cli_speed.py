@@ -52,14 +52,10 @@ for start in range(0, len(paths), {BATCH_SIZE}):
 
 
 def sample_photos() -> list[np.ndarray]:
-    """skimage's and matplotlib's colour sample photos, HxWx3 uint8 RGB."""
-    import matplotlib.cbook
+    """skimage's colour sample photos (300x451 to 512x512), HxWx3 uint8 RGB."""
     import skimage.data
 
-    photos = [skimage.data.chelsea(), skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket()]
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
-        photos.append(np.asarray(Image.open(file).convert("RGB")))
-    return photos
+    return [skimage.data.chelsea(), skimage.data.astronaut(), skimage.data.coffee(), skimage.data.rocket()]
 
 
 def write_photos(folder: Path, count: int) -> None:
@@ -70,10 +66,11 @@ def write_photos(folder: Path, count: int) -> None:
         Image.fromarray(photo).save(folder / f"photo{index:03d}.jpg", quality=92)
 
 
-def timed(command: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one whole process; raises RuntimeError with its last line if it fails."""
+def timed(command: list[str], env: dict[str, str], folder: str) -> float:
+    """Wall seconds of one whole process run in `folder`; raises RuntimeError with its last
+    line if it fails."""
     start = time.perf_counter()
-    finished = subprocess.run(command, capture_output=True, text=True, env=env)
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, cwd=folder)
     seconds = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])}...: {(finished.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -86,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--runtime-from", help="run the CLI from this folder's runtime/ (e.g. an older commit)")
+    parser.add_argument("--settings", nargs="+", choices=CLI_SETTINGS, default=list(CLI_SETTINGS), metavar="NAME")
     args = parser.parse_args(argv)
     gradcam, plain = os.path.join(args.models, GRADCAM_NAME), os.path.join(args.models, PLAIN_NAME)
     if not (os.path.isfile(gradcam) and os.path.isfile(plain)):
@@ -93,20 +91,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     repo = str(Path(__file__).resolve().parents[1])
     plain_env = os.environ | {"PYTHONPATH": repo}
-    cli_env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [args.runtime_from, repo]))}
+    cli_folder = os.path.abspath(args.runtime_from or repo)  # python -m runtime finds runtime/ here first
+    cli_env = os.environ | {"PYTHONPATH": os.pathsep.join([cli_folder, repo])}
     with tempfile.TemporaryDirectory(prefix="cli_speed-") as scratch:
         photos = Path(scratch) / "photos"
         photos.mkdir()
         write_photos(photos, args.photos)
-        commands = {"plain classification": ([sys.executable, "-c", PLAIN_CLASSIFICATION, plain, str(photos)], plain_env)}
-        for name, extra in CLI_SETTINGS.items():
+        plain_command = [sys.executable, "-c", PLAIN_CLASSIFICATION, plain, str(photos)]
+        commands = {"plain classification": (plain_command, plain_env, repo)}
+        for name in args.settings:
+            extra = CLI_SETTINGS[name]
             out = os.path.join(scratch, f"out{len(commands)}")
             cli = [sys.executable, "-m", "runtime", str(photos), "--model", gradcam, "--out", out, "--device", "cpu"]
-            commands[name] = ([*cli, "--batch-size", str(BATCH_SIZE), *extra], cli_env)
+            commands[name] = ([*cli, "--batch-size", str(BATCH_SIZE), *extra], cli_env, cli_folder)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.runs):  # alternated: each run times every command once
-            for name, (command, env) in commands.items():
-                times[name].append(timed(command, env))
+            for name, (command, env, folder) in commands.items():
+                times[name].append(timed(command, env, folder))
     plain_median = statistics.median(times["plain classification"])
     print(f"{args.photos} photos, batch {BATCH_SIZE}, median of {args.runs} alternated runs, {os.cpu_count()} CPUs")
     print(f"| {'what':<34} | wall s | × plain | target |")
