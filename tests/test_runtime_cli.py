@@ -141,7 +141,7 @@ def test_each_bad_image_gets_one_line_and_the_others_are_still_written(model_pat
     expected = [
         f"onnxcam: {missing}: file not found",
         f"onnxcam: {empty}: empty input (0 bytes)",
-        f"onnxcam: {truncated}: cannot decode image: image file is truncated",
+        f"onnxcam: {truncated}: cannot decode image: OSError: image file is truncated",
         f"onnxcam: {text}: not an image (unrecognised file format)",
         f"onnxcam: {huge}: image is 100x100 = 10000 pixels, over the limit of 6000 (max_pixels)",
     ]
