@@ -69,10 +69,21 @@ def load_classifier(
         keras_model = keras.models.load_model(model, compile=False)
     except Exception as error:
         raise ExportError(f"--model {model}: Keras cannot load it ({one_line(error)})") from None
+    if len(keras_model.outputs) != 1:
+        raise ExportError(
+            f"--model {model}: has {len(keras_model.outputs)} outputs; onnxcam explains a classifier "
+            "with one output of class scores (build a model that returns only that one)"
+        )
     input_size = _static_input_size(keras_model, model)
     freeze_normalization(keras_model)
     logits = logits_model(keras_model)
     classes = int(logits.output.shape[-1])
+    if classes < 2:
+        raise ExportError(
+            f"--model {model}: its output has {classes} unit; onnxcam explains classifiers with one "
+            "score per class (a regression, or a single-sigmoid binary head, is not one: for two "
+            "classes use Dense(2) with softmax)"
+        )
     labels = _read_labels(labels_path) if labels_path else [f"class {i}" for i in range(classes)]
     _check_label_count(labels, classes, labels_path)
     return Classifier(

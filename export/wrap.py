@@ -40,6 +40,8 @@ def resolve_layers(model: keras.Model, layers: str) -> list[str]:
             raise ExportError(
                 f"--layer {name}: no such layer; candidates: {', '.join(spatial_layers(model)[-5:])}"
             )
+        if isinstance(operations[name], keras.layers.InputLayer):
+            raise ExportError(f"--layer {name}: that is the model's input; pick a layer inside the model")
         if not _is_spatial(operations[name].output.shape):
             raise ExportError(f"--layer {name}: output {tuple(operations[name].output.shape)} is not [N, h, w, C]")
     order = list(operations)
@@ -51,7 +53,7 @@ def spatial_layers(model: keras.Model) -> list[str]:
     names = []
     for operation in model.operations:
         output = getattr(operation, "output", None)
-        if output is not None and _is_spatial(output.shape):
+        if output is not None and _is_spatial(output.shape) and not isinstance(operation, keras.layers.InputLayer):
             names.append(operation.name)
     return names
 
@@ -64,6 +66,11 @@ def _feeding_global_pooling(model: keras.Model) -> str:
     tensor = model.output
     while True:
         history = tensor._keras_history  # Keras' record of the operation that made this tensor
+        if isinstance(history.operation, keras.layers.InputLayer):
+            raise ExportError(
+                "the model has no layer with a [N, h, w, C] output between its input and its output "
+                "(nothing spatial to explain); give one with --layer"
+            )
         if _is_spatial(tensor.shape):
             return history.operation.name
         inputs = history.operation._inbound_nodes[history.node_index].input_tensors

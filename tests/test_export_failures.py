@@ -148,3 +148,29 @@ def test_labels_as_an_object_in_any_order(tmp_path):
     path.write_text('{"1": "dog", "10": "k", "0": "cat", "2": "c", "3": "d", "4": "e", "5": "f", "6": "g", '
                     '"7": "h", "8": "i", "9": "j"}')
     assert _read_labels(str(path)) == ["cat", "dog", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+
+
+def _save(model: keras.Model, path) -> str:
+    model.save(path)
+    return str(path)
+
+
+def test_models_that_are_not_image_classifiers_are_refused_in_one_line(tmp_path, capsys):
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3), name="pixels")
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(image)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    flat = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(image))
+    cases = [
+        (keras.Model(image, keras.layers.Dense(1)(pooled)), [], "its output has 1 unit"),  # a regression
+        (keras.Model(image, [keras.layers.Dense(3)(pooled), keras.layers.Dense(2)(pooled)]), [], "has 2 outputs"),
+        (keras.Model(image, flat), [], "no layer with a [N, h, w, C] output between its input and its output"),
+        (keras.Model(image, keras.layers.Dense(3)(pooled)), ["--layer", "pixels"], "that is the model's input"),
+    ]
+    for number, (model, flags, message) in enumerate(cases):
+        path = _save(model, tmp_path / f"model{number}.keras")
+        output = tmp_path / f"model{number}.onnx"
+        assert main(["--model", path, "--preprocessing", "none", "--output", str(output), *flags]) == 1
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("export failed: ") and message in line and "unexpected" not in line
+        assert not output.exists()
