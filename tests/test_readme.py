@@ -32,3 +32,18 @@ def test_every_extra_the_test_command_installs_exists():
     with open(ROOT / "pyproject.toml", "rb") as file:
         declared = tomllib.load(file)["project"]["optional-dependencies"]
     assert set(extras) <= set(declared)
+
+
+def test_every_package_and_the_serve_page_are_in_the_distribution():
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        setuptools = tomllib.load(file)["tool"]["setuptools"]
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("runtime", "export")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == on_disk
+    for package, patterns in setuptools.get("package-data", {}).items():
+        for pattern in patterns:
+            assert list((ROOT / package.replace(".", "/")).glob(pattern)), (package, pattern)
+    assert "page/index.html" in setuptools["package-data"]["runtime.serve"]
