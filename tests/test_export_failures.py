@@ -174,3 +174,98 @@ def test_models_that_are_not_image_classifiers_are_refused_in_one_line(tmp_path,
         [line] = capsys.readouterr().err.splitlines()
         assert line.startswith("export failed: ") and message in line and "unexpected" not in line
         assert not output.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory) -> str:
+    """A 4-class CNN with a non-square feature map (14x22), saved once for the self-check tests."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 24, 3))
+    features = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(image)
+    scores = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(features))
+    return _save(keras.Model(image, scores), tmp_path_factory.mktemp("tiny") / "tiny.keras")
+
+
+def _scale_logits(model, factor: float) -> None:
+    """Multiply the weights and bias of the ONNX graph's linear layer by `factor` (TensorFlow keeps
+    the originals)."""
+    from onnx import numpy_helper
+
+    [linear] = [node for node in model.graph.node if node.op_type == "Gemm"]
+    for init in model.graph.initializer:
+        if init.name in linear.input[1:]:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
+
+
+def _transpose_feature_maps(model) -> None:
+    """feature_maps [N, 14, 22, 6] -> [N, 22, 14, 6]: the same numbers in the wrong shape."""
+    from onnx import helper
+
+    for node in model.graph.node:
+        node.output[:] = ["feature_maps_raw" if name == "feature_maps" else name for name in node.output]
+        node.input[:] = ["feature_maps_raw" if name == "feature_maps" else name for name in node.input]
+    model.graph.node.append(helper.make_node("Transpose", ["feature_maps_raw"], ["feature_maps"], perm=[0, 2, 1, 3]))
+    for output in model.graph.output:
+        if output.name == "feature_maps":
+            output.type.tensor_type.ClearField("shape")
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda model: _scale_logits(model, 1.001), "differs from TensorFlow by"),
+        (lambda model: _scale_logits(model, -1.0), "ONNX explains classes"),
+        (_transpose_feature_maps, "feature_maps has shape (4, 22, 14, 6), TensorFlow (4, 14, 22, 6)"),
+    ],
+    ids=["numbers-over-the-limit", "another-class", "another-shape"],
+)
+def test_a_converted_graph_that_disagrees_with_tensorflow_is_refused(
+    tiny_classifier, tamper, message, tmp_path, monkeypatch, capsys
+):
+    """The converter is made to return a wrong graph; the self-check must catch each kind of wrong."""
+    import export.shrink
+
+    share = export.shrink.share_forward_weights
+
+    def tampered(model):
+        model = share(model)
+        tamper(model)
+        return model
+
+    monkeypatch.setattr(export.shrink, "share_forward_weights", tampered)
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"the previous export")
+    assert main(["--model", tiny_classifier, "--preprocessing", "none", "--output", str(existing)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("export failed: self-check failed: ") and message in line, line
+    assert existing.read_bytes() == b"the previous export" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_nan_in_the_second_self_check_case_is_refused(tiny_classifier, tmp_path, monkeypatch, capsys):
+    """NaN in one case only (not the first): the figures must keep it and the export must refuse."""
+    import export.verify
+
+    reference = export.verify.reference_outputs
+    calls = []
+
+    def with_a_nan_in_the_second_case(*args, **kwargs):
+        outputs = reference(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            outputs["cam"] = outputs["cam"].copy()
+            outputs["cam"].flat[0] = np.nan
+        return outputs
+
+    monkeypatch.setattr(export.verify, "reference_outputs", with_a_nan_in_the_second_case)
+    output = tmp_path / "model.onnx"
+    assert main(["--model", tiny_classifier, "--preprocessing", "none", "--output", str(output)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("export failed: self-check failed: cam differs from TensorFlow by nan"), line
+    assert len(calls) == 2 and not output.exists()
+
+
+def test_the_tiny_classifier_exports_untampered(tiny_classifier, tmp_path, capsys):
+    """The control for the tampering tests above: the same export, left alone, is written."""
+    output = tmp_path / "model.onnx"
+    assert main(["--model", tiny_classifier, "--preprocessing", "none", "--output", str(output)]) == 0, capsys.readouterr().err
+    assert output.exists()
