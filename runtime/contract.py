@@ -30,14 +30,16 @@ OUTPUTS = (
     OUTPUT_CAM,
 )
 
+SCORES = ("logit", "probability")  # what the gradients differentiate: pre-softmax, or softmax
+
 META_FORMAT = "onnxcam.format"  # FORMAT
 META_MODEL = "onnxcam.model"  # "resnet50", or the .keras file's name
 META_LABELS = "onnxcam.labels"  # JSON list of class names, index = class
 META_INPUT_SIZE = "onnxcam.input_size"  # JSON [H, W]
-META_PREPROCESSING = "onnxcam.preprocessing"  # caffe | tf | torch | none (done inside the graph)
+META_PREPROCESSING = "onnxcam.preprocessing"  # caffe | tf | torch | none | "mean [..] std [..]" (in the graph)
 META_LAYER = "onnxcam.layer"  # the Keras layer whose output is feature_maps
 META_LAYERS = "onnxcam.layers"  # JSON list of all target layers; [0] is META_LAYER
-META_SCORE = "onnxcam.score"  # logit | probability
+META_SCORE = "onnxcam.score"  # one of SCORES
 META_WEIGHTS = "onnxcam.weights"  # JSON {"source": ..., "sha256": ...}
 META_VERSIONS = "onnxcam.versions"  # JSON {"onnxcam", "tensorflow", "keras", "tf2onnx", "onnx", "opset"}
 META_SELF_CHECK = "onnxcam.self_check"  # JSON: ONNX vs TensorFlow error per output

@@ -70,6 +70,11 @@ def read_model_card(path: str, session: ort.InferenceSession) -> ModelCard:
         **{_field(key): _json_object(path, metadata, key) for key in JSON_OBJECT_KEYS},
         layers=_layers(path, metadata),
     )
+    if card.score not in contract.SCORES:
+        raise ModelError(
+            f"{path}: metadata {contract.META_SCORE} is {card.score!r}, not one of {', '.join(contract.SCORES)}; "
+            f"{EXPORT_HINT}"
+        )
     _check_signature(card, session)
     return card
 

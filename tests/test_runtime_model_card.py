@@ -112,3 +112,48 @@ def test_truncated_model(tmp_path):
 
 def test_missing_model(tmp_path):
     assert load_error(tmp_path / "nowhere.onnx").endswith("model file not found")
+
+
+def test_an_unknown_score_kind_is_refused(tmp_path):
+    path = write_fake_model(tmp_path / "x.onnx", {**fake_metadata(), contract.META_SCORE: "logits"})
+    assert "metadata onnxcam.score is 'logits', not one of logit, probability" in load_error(path)
+
+
+def _retyped_input(path, name: str, elem_type: int | None = None, batch: int | None = None):
+    """Rewrite the fake model so that input `name` has another element type (cast back inside the
+    graph, so that onnxruntime still loads it) or a fixed batch size."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    [value] = [value for value in model.graph.input if value.name == name]
+    if batch is not None:
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    if elem_type is not None:
+        original = value.type.tensor_type.elem_type
+        value.type.tensor_type.elem_type = elem_type
+        for node in model.graph.node:
+            node.input[:] = [f"{name}_cast" if given == name else given for given in node.input]
+        model.graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}_cast"], to=original))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, change, problem",
+    [
+        ("image", {"batch": 1}, "input image has a fixed batch size 1; it must be dynamic"),
+        ("image", {"elem_type": 11}, "input image must be float32 [N, H, W, 3], not tensor(double)"),
+        ("class_index", {"elem_type": 6}, "input class_index must be int64"),
+    ],
+    ids=["fixed-batch", "float64-image", "int32-class-index"],
+)
+def test_a_graph_whose_inputs_break_the_contract_is_refused(tmp_path, name, change, problem):
+    path = _retyped_input(write_fake_model(tmp_path / "x.onnx"), name, **change)
+    assert problem in load_error(path)
+
+
+def test_the_retyping_helper_alone_keeps_a_valid_model(tmp_path):
+    """The control for the test above: the same rewrite with nothing changed still loads."""
+    path = _retyped_input(write_fake_model(tmp_path / "x.onnx"), "image")
+    assert Explainer(path, device="cpu").card.num_classes == 4
