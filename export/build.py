@@ -114,9 +114,11 @@ def export(args: argparse.Namespace) -> None:
     body, head = split(model, layers)
     maps = [body.output, *head.outputs[:-1]]
     shapes = ", ".join(f"{name} ({'x'.join(str(d) for d in m.shape[1:])})" for name, m in zip(layers, maps))
-    print(f"layer{'s' if len(layers) > 1 else ''}: {shapes}, score: {args.score}")
+    print(f"layer{'s' if len(layers) > 1 else ''}: {shapes}, score: {args.score}, "
+          f"probabilities: {classifier.activation}{' (one per class)' if classifier.activation == 'sigmoid' else ''}")
 
-    function = gradcam_function(body, head, classifier.preprocessing, args.score, classifier.input_size)
+    function = gradcam_function(body, head, classifier.preprocessing, args.score, classifier.input_size,
+                                classifier.activation)
     outputs = contract.OUTPUTS[:3] + tuple(
         contract.layer_output(name, index) for index in range(len(layers)) for name in contract.LAYER_OUTPUTS
     )
@@ -125,7 +127,7 @@ def export(args: argparse.Namespace) -> None:
 
     linear_head = is_linear(head)
     figures = self_check(onnx_model.SerializeToString(), model, layers, classifier.preprocessing,
-                         args.score, classifier.input_size, linear_head)
+                         args.score, classifier.input_size, linear_head, classifier.activation)
     errors = figures["outputs"]
     worst = max(errors, key=lambda name: errors[name]["relative"] / relative_limit(name, linear_head))
     print(f"self-check vs {figures['reference']}: worst {worst} {errors[worst]['relative']:.1e} relative "
@@ -135,7 +137,8 @@ def export(args: argparse.Namespace) -> None:
     _set_metadata(onnx_model, classifier, layers, args, figures)
     output = args.output or os.path.join("models", f"{os.path.splitext(classifier.name)[0]}_gradcam.onnx")
     plain = args.plain_output and convert(
-        plain_function(model, classifier.preprocessing, classifier.input_size), args.opset, outputs=("probabilities",)
+        plain_function(model, classifier.preprocessing, classifier.input_size, classifier.activation), args.opset,
+        outputs=("probabilities",),
     )  # converted before anything is written: a failed conversion writes nothing
     size = write_atomically(output, onnx_model.SerializeToString())
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -169,6 +172,7 @@ def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Name
         contract.META_LAYER: layers[0],
         contract.META_LAYERS: json.dumps(layers),
         contract.META_SCORE: args.score,
+        contract.META_ACTIVATION: classifier.activation,
         contract.META_WEIGHTS: json.dumps({
             "source": classifier.weights_source,
             "random": classifier.random_weights,

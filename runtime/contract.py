@@ -30,7 +30,9 @@ OUTPUTS = (
     OUTPUT_CAM,
 )
 
-SCORES = ("logit", "probability")  # what the gradients differentiate: pre-softmax, or softmax
+SCORES = ("logit", "probability")  # what the gradients differentiate: the logit, or its probability
+# How the logits become probabilities: softmax over the classes, or one sigmoid per class (multi-label).
+ACTIVATIONS = ("softmax", "sigmoid")
 
 META_FORMAT = "onnxcam.format"  # FORMAT
 META_MODEL = "onnxcam.model"  # "resnet50", or the .keras file's name
@@ -40,6 +42,8 @@ META_PREPROCESSING = "onnxcam.preprocessing"  # caffe | tf | torch | none | "mea
 META_LAYER = "onnxcam.layer"  # the Keras layer whose output is feature_maps
 META_LAYERS = "onnxcam.layers"  # JSON list of all target layers; [0] is META_LAYER
 META_SCORE = "onnxcam.score"  # one of SCORES
+# Optional (files written before it say nothing: softmax): one of ACTIVATIONS.
+META_ACTIVATION = "onnxcam.activation"
 META_WEIGHTS = "onnxcam.weights"  # JSON {"source": ..., "sha256": ...}
 META_VERSIONS = "onnxcam.versions"  # JSON {"onnxcam", "tensorflow", "keras", "tf2onnx", "onnx", "opset"}
 META_SELF_CHECK = "onnxcam.self_check"  # JSON: ONNX vs TensorFlow error per output

@@ -37,6 +37,7 @@ class ModelCard:
     weights: dict[str, Any]
     versions: dict[str, Any]
     self_check: dict[str, Any]
+    activation: str = "softmax"  # softmax over the classes, or sigmoid: one independent probability per class
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +70,13 @@ def read_model_card(path: str, session: ort.InferenceSession) -> ModelCard:
         **{_field(key): _text(path, metadata, key) for key in TEXT_KEYS},
         **{_field(key): _json_object(path, metadata, key) for key in JSON_OBJECT_KEYS},
         layers=_layers(path, metadata),
+        activation=metadata.get(contract.META_ACTIVATION, "softmax"),
     )
+    if card.activation not in contract.ACTIVATIONS:
+        raise ModelError(
+            f"{path}: metadata {contract.META_ACTIVATION} is {card.activation!r}, not one of "
+            f"{', '.join(contract.ACTIVATIONS)}; {EXPORT_HINT}"
+        )
     if card.score not in contract.SCORES:
         raise ModelError(
             f"{path}: metadata {contract.META_SCORE} is {card.score!r}, not one of {', '.join(contract.SCORES)}; "

@@ -162,7 +162,7 @@ def test_models_that_are_not_image_classifiers_are_refused_in_one_line(tmp_path,
     pooled = keras.layers.GlobalAveragePooling2D()(features)
     flat = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(image))
     cases = [
-        (keras.Model(image, keras.layers.Dense(1)(pooled)), [], "its output has 1 unit"),  # a regression
+        (keras.Model(image, keras.layers.Dense(1)(pooled)), [], "its output has 1 unit and no sigmoid"),  # a regression
         (keras.Model(image, [keras.layers.Dense(3)(pooled), keras.layers.Dense(2)(pooled)]), [], "has 2 outputs"),
         (keras.Model(image, flat), [], "no layer with a [N, h, w, C] output between its input and its output"),
         (keras.Model(image, keras.layers.Dense(3)(pooled)), ["--layer", "pixels"], "that is the model's input"),

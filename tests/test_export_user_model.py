@@ -26,7 +26,7 @@ def test_exports_with_its_flags_and_labels(user_model):
 
 @pytest.mark.parametrize("class_index", [[[-1, 2]], [[4, -1], [-1, -1], [0, 1]]])
 def test_every_output_matches_tensorflow(user_model, class_index):
-    model = logits_model(keras.models.load_model(user_model.keras_path, compile=False))
+    model = logits_model(keras.models.load_model(user_model.keras_path, compile=False))[0]
     session = onnxruntime.InferenceSession(str(user_model.onnx_path), providers=["CPUExecutionProvider"])
     class_index = np.array(class_index, np.int64)
     images = np.random.default_rng(3).uniform(0, 255, (len(class_index), 48, 48, 3)).astype(np.float32)
@@ -40,7 +40,7 @@ def test_softmax_head_is_taken_off_for_logits():
     model = small_cnn()
     images = np.random.default_rng(0).uniform(-1, 1, (2, 48, 48, 3)).astype(np.float32)
     probabilities = model(images).numpy()
-    logits = logits_model(model)(images).numpy()
+    logits = logits_model(model)[0](images).numpy()
     np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), probabilities, rtol=1e-5)
 
 
@@ -63,7 +63,7 @@ def test_reference_gives_the_analytic_gradient_of_a_gap_dense_head():
     model = small_cnn()
     kernel = model.get_layer("predictions").kernel.numpy()
     images = np.random.default_rng(1).uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
-    outputs = reference_outputs(logits_model(model), ["last_conv"], "tf", "logit", images, np.array([[1, -1], [3, 0]]))
+    outputs = reference_outputs(logits_model(model)[0], ["last_conv"], "tf", "logit", images, np.array([[1, -1], [3, 0]]))
     expected = kernel.T[outputs["explained_class"]] / (24 * 24)
     np.testing.assert_allclose(outputs["pooled_gradients"], expected, rtol=1e-5)
     maps = outputs["feature_maps"]
@@ -75,7 +75,7 @@ def test_head_linearity_decides_how_strictly_gradients_are_checked():
     from export.verify import relative_limit
     from export.wrap import is_linear
 
-    model = logits_model(small_cnn())
+    model, _ = logits_model(small_cnn())
     assert is_linear(split(model, ["last_conv"])[1])  # pooling + dense
     assert not is_linear(split(model, ["block_out"])[1])  # a ReLU conv before the pooling
     assert relative_limit("cam.1", linear_head=True) == 1e-4

@@ -39,7 +39,7 @@ def test_resnet50_heatmaps_equal_tensorflow_grad_cam(resnet50_export, random_res
 
 
 def test_user_model_heatmaps_equal_tensorflow_grad_cam(user_model):
-    model = logits_model(keras.models.load_model(user_model.keras_path, compile=False))
+    model = logits_model(keras.models.load_model(user_model.keras_path, compile=False))[0]
     image = cv2.resize(skimage.data.astronaut(), (48, 48), interpolation=cv2.INTER_AREA)
     explanation = Explainer(user_model.onnx_path, device="cpu").explain(image, class_index=[4, 0, 2])
     expected = tensorflow_heatmaps(model, "block_out", "tf", image, [4, 0, 2])

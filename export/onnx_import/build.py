@@ -107,6 +107,7 @@ def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, s
         contract.META_LAYER: layer,
         contract.META_LAYERS: json.dumps([layer]),
         contract.META_SCORE: args.score,
+        contract.META_ACTIVATION: "softmax",
         contract.META_WEIGHTS: json.dumps({
             "source": args.model.rsplit("/", 1)[-1],
             "sha256": hashlib.sha256(data).hexdigest(),
