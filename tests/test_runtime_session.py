@@ -6,6 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 import pytest
 
@@ -125,3 +126,58 @@ def test_no_telemetry_warning_when_home_is_not_writable(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=environment, timeout=120, cwd=Path(__file__).parent.parent)
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+class _OnCuda:
+    """A real CPU session that says it runs on CUDA first, as a working onnxruntime-gpu does."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self._session = session
+
+    def get_providers(self) -> list[str]:
+        return [CUDA, CPU]
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_cuda_that_loads_is_used_after_one_preload(model_path, monkeypatch, capfd, device):
+    real_session = ort.InferenceSession
+    asked, preloads = [], []
+
+    def session_on_cuda(path, sess_options=None, providers=()):
+        asked.append(list(providers))
+        return _OnCuda(real_session(path, sess_options=sess_options, providers=[CPU]))
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", session_on_cuda)
+    monkeypatch.setattr(session_module, "_preload_cuda_libraries", lambda: preloads.append(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning either
+        explainer = Explainer(model_path, device=device)
+    assert explainer.provider == CUDA and asked == [[CUDA, CPU]] and preloads == [1]
+    assert explainer.explain(np.zeros((32, 32, 3), np.uint8)).maps  # it runs
+    assert capfd.readouterr().err == ""
+
+
+def test_the_preload_is_quiet_and_best_effort(monkeypatch, capfd):
+    calls = []
+
+    def noisy_failing_preload():
+        calls.append(1)
+        print("preloading nvidia libraries...")
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", noisy_failing_preload, raising=False)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    session_module._preload_cuda_libraries()
+    assert calls == [1] and capfd.readouterr() == ("", "")
+
+
+def test_no_preload_when_torch_brought_its_own_libraries(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    monkeypatch.setitem(sys.modules, "torch", object())
+    session_module._preload_cuda_libraries()
+    assert calls == []
