@@ -74,3 +74,146 @@ def write_classifier(
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return Path(path)
+
+
+HEADS = ("vgg", "mlp", "convnext", "mobilenet", "squeezenet", "mixed", "nhwc")
+
+
+def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: bool = False,
+                          layout: str = "nchw") -> Path:
+    """conv 3x3 -> relu = `features` [N, 5, 16, 16] (NHWC for head nhwc) -> a general head -> logits.
+    vgg: MaxPool, Flatten, Gemm, Relu, Gemm, Relu, Gemm. mlp: GlobalAveragePool, Flatten, Gemm, Relu, Gemm.
+    convnext: GlobalAveragePool, Flatten, LayerNormalization, Gemm. mobilenet: GlobalAveragePool, Conv 1x1,
+    HardSwish, Flatten, Gemm. squeezenet: Dropout, Conv 1x1 to classes, Relu, GlobalAveragePool, Flatten.
+    mixed: every other op of the set (BatchNormalization, depthwise/grouped/dilated Conv, AveragePool,
+    overlapping padded MaxPool, SE-style Mul, Div, Sub, Concat, Clip, LeakyRelu, HardSigmoid, Tanh,
+    ReduceMean (opset 13 axes), Transpose, batched MatMul, Squeeze/Unsqueeze, Identity, Gemm alpha/beta/transA).
+    nhwc (opset 18): ReduceMean with input axes, MatMul + Add, GELU (Erf), Sigmoid, Reshape, MatMul."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape: int, scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    c, k = CHANNELS, CLASSES
+    arrays: dict[str, np.ndarray] = {
+        "conv.weight": r(c, 3, 3, 3, scale=0.3), "conv.bias": r(c, scale=0.1),
+        "i64_axes_hw": np.array([1, 2], np.int64), "i64_one": np.array([1], np.int64),
+        "f_one": np.array(1.0, np.float32), "f_half": np.array(0.5, np.float32),
+        "f_sqrt2": np.array(np.sqrt(2), np.float32), "f_lo": np.array(-0.5, np.float32),
+        "f_hi": np.array(0.7, np.float32), "shift": r(12, 1, 1, scale=0.1),
+        "bn.scale": r(c) + 1.5, "bn.bias": r(c), "bn.mean": r(c, scale=0.1), "bn.var": np.abs(r(c)) + 0.5,
+        "dw.weight": r(c, 1, 3, 3, scale=0.5), "pw.weight": r(6, c, 1, 1, scale=0.5), "pw.bias": r(6),
+        "gc.weight": r(6, 3, 3, 3, scale=0.3), "mm.weight": r(12, 8, scale=0.3),
+        "fc1.weight": r(k, 16, scale=0.3), "fc1.bias": r(k), "fc2.weight": r(16, k, scale=0.3),
+        "vgg1.weight": r(24, c * 8 * 8, scale=0.05), "vgg1.bias": r(24, scale=0.1),
+        "vgg2.weight": r(24, 24, scale=0.3), "vgg2.bias": r(24, scale=0.1), "vgg3.weight": r(k, 24, scale=0.3),
+        "mlp1.weight": r(16, c), "mlp1.bias": r(16, scale=0.1), "mlp2.weight": r(k, 16, scale=0.3),
+        "ln.scale": r(c) + 1, "ln.bias": r(c), "fc.weight": r(k, c), "fc.bias": r(k),
+        "se.weight": r(16, c, 1, 1), "se.bias": r(16, scale=0.1), "se_fc.weight": r(k, 16, scale=0.3),
+        "sq.weight": r(k, c, 1, 1), "sq.bias": r(k, scale=0.1),
+        "nh1.matrix": r(c, 16), "nh1.bias": r(16, scale=0.1), "nh2.matrix": r(16, k, scale=0.3),
+        "nh.shape": np.array([-1, 4, 4], np.int64), "nh3.matrix": r(4, 4),
+    }
+    node = helper.make_node
+    nodes = [node("Transpose", ["input"], ["input_nchw"], perm=[0, 3, 1, 2])] if layout == "nhwc" else []
+    nodes += [node("Conv", ["input_nchw" if nodes else "input", "conv.weight", "conv.bias"], ["conv_out"],
+                   name="/conv/Conv", pads=[1, 1, 1, 1]),
+              node("Relu", ["conv_out"], ["features"], name="/relu/Relu")]
+    if head == "vgg":
+        nodes += [node("MaxPool", ["features"], ["pool"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+                  node("Flatten", ["pool"], ["flat"], name="/Flatten"),
+                  node("Gemm", ["flat", "vgg1.weight", "vgg1.bias"], ["fc1"], name="/fc1/Gemm", transB=1),
+                  node("Relu", ["fc1"], ["act1"], name="/act1/Relu"),
+                  node("Gemm", ["act1", "vgg2.weight", "vgg2.bias"], ["fc2"], name="/fc2/Gemm", transB=1),
+                  node("Relu", ["fc2"], ["act2"], name="/act2/Relu"),
+                  node("Gemm", ["act2", "vgg3.weight"], ["logits"], name="/fc3/Gemm", transB=1)]
+    elif head == "mlp":
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Flatten", ["pooled"], ["flat"], name="/Flatten"),
+                  node("Gemm", ["flat", "mlp1.weight", "mlp1.bias"], ["hidden"], name="/fc1/Gemm", transB=1),
+                  node("Relu", ["hidden"], ["act"], name="/act/Relu"),
+                  node("Gemm", ["act", "mlp2.weight"], ["logits"], name="/fc2/Gemm", transB=1)]
+    elif head == "convnext":
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Flatten", ["pooled"], ["flat"], name="/Flatten"),
+                  node("LayerNormalization", ["flat", "ln.scale", "ln.bias"], ["normed"], name="/norm/LayerNorm",
+                       axis=-1, epsilon=1e-6),
+                  node("Gemm", ["normed", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+    elif head == "mobilenet":
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Conv", ["pooled", "se.weight", "se.bias"], ["expanded"], name="/expand/Conv"),
+                  node("HardSwish", ["expanded"], ["act"], name="/act/HardSwish"),
+                  node("Flatten", ["act"], ["flat"], name="/Flatten"),
+                  node("Gemm", ["flat", "se_fc.weight"], ["logits"], name="/fc/Gemm", transB=1)]
+    elif head == "squeezenet":
+        nodes += [node("Dropout", ["features"], ["dropped"], name="/drop/Dropout"),
+                  node("Conv", ["dropped", "sq.weight", "sq.bias"], ["class_maps"], name="/classifier/Conv"),
+                  node("Relu", ["class_maps"], ["class_act"], name="/classifier/Relu"),
+                  node("GlobalAveragePool", ["class_act"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Flatten", ["pooled"], ["logits"], name="/Flatten")]
+    elif head == "mixed":
+        nodes += [
+            node("BatchNormalization", ["features", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["bn"], name="/bn"),
+            node("Conv", ["bn", "dw.weight"], ["dw"], name="/dw", group=c, strides=[2, 2], pads=[1, 1, 1, 1]),
+            node("Conv", ["dw", "pw.weight", "pw.bias"], ["pw"], name="/pw"),
+            node("Conv", ["pw", "gc.weight"], ["gc"], name="/gc", group=2, dilations=[2, 2], pads=[2, 2, 2, 2]),
+            node("AveragePool", ["gc"], ["ap"], name="/ap", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            node("LeakyRelu", ["ap"], ["lr"], name="/lr", alpha=0.1),
+            node("GlobalAveragePool", ["lr"], ["squeeze"], name="/se/pool"),
+            node("Sigmoid", ["squeeze"], ["gate"], name="/se/gate"),
+            node("Mul", ["lr", "gate"], ["excited"], name="/se/mul"),
+            node("HardSigmoid", ["gc"], ["hs"], name="/hs"),
+            node("Add", ["hs", "f_one"], ["denominator"], name="/add"),
+            node("Div", ["excited", "denominator"], ["divided"], name="/div"),
+            node("Clip", ["pw", "f_lo", "f_hi"], ["clipped"], name="/clip"),
+            node("Tanh", ["clipped"], ["tanh"], name="/tanh"),
+            node("Concat", ["divided", "tanh"], ["cat"], name="/cat", axis=1),
+            node("Sub", ["cat", "shift"], ["shifted"], name="/sub"),
+            node("MaxPool", ["shifted"], ["mp"], name="/mp", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+            node("ReduceMean", ["mp"], ["rows"], name="/mean", axes=[3], keepdims=0),
+            node("Transpose", ["rows"], ["tokens"], name="/tokens", perm=[0, 2, 1]),
+            node("MatMul", ["tokens", "mm.weight"], ["queries"], name="/proj"),
+            node("Transpose", ["queries"], ["keys"], name="/keys", perm=[0, 2, 1]),
+            node("MatMul", ["queries", "keys"], ["scores"], name="/attention"),
+            node("Unsqueeze", ["scores", "i64_one"], ["scores4"], name="/unsqueeze"),
+            node("Squeeze", ["scores4", "i64_one"], ["scores3"], name="/squeeze"),
+            node("Identity", ["scores3"], ["same"], name="/identity"),
+            node("Flatten", ["same"], ["flat"], name="/Flatten"),
+            node("Gemm", ["flat", "fc1.weight", "fc1.bias"], ["part1"], name="/fc1", transB=1, alpha=0.5, beta=2.0),
+            node("Transpose", ["flat"], ["flat_t"], name="/flat_t", perm=[1, 0]),
+            node("Gemm", ["flat_t", "fc2.weight"], ["part2"], name="/fc2", transA=1),
+            node("Add", ["part1", "part2"], ["logits"], name="/logits")]
+    elif head == "nhwc":
+        nodes += [node("Transpose", ["features"], ["features_nhwc"], name="/to_nhwc", perm=[0, 2, 3, 1]),
+                  node("ReduceMean", ["features_nhwc", "i64_axes_hw"], ["pooled"], name="/pool", keepdims=0),
+                  node("MatMul", ["pooled", "nh1.matrix"], ["product"], name="/fc1/MatMul"),
+                  node("Add", ["product", "nh1.bias"], ["hidden"], name="/fc1/Add"),
+                  node("Div", ["hidden", "f_sqrt2"], ["scaled"], name="/gelu/Div"),
+                  node("Erf", ["scaled"], ["erf"], name="/gelu/Erf"),
+                  node("Add", ["erf", "f_one"], ["erf1"], name="/gelu/Add"),
+                  node("Mul", ["hidden", "erf1"], ["gelu2"], name="/gelu/Mul"),
+                  node("Mul", ["gelu2", "f_half"], ["gelu"], name="/gelu/Mul2"),
+                  node("Reshape", ["gelu", "nh.shape"], ["grid"], name="/grid"),
+                  node("MatMul", ["grid", "nh3.matrix"], ["mixed"], name="/mix"),
+                  node("Sigmoid", ["mixed"], ["gated"], name="/gate"),
+                  node("Reshape", ["gated", "nh.flat"], ["flat"], name="/flat"),
+                  node("MatMul", ["flat", "nh2.matrix"], ["logits"], name="/fc2/MatMul")]
+        arrays["nh.flat"] = np.array([-1, 16], np.int64)
+    else:
+        raise ValueError(head)
+    output = "logits"
+    if softmax:
+        nodes.append(node("Softmax", ["logits"], ["probabilities_out"], name="/Softmax", axis=1))
+        output = "probabilities_out"
+    used = {name for n in nodes for name in n.input}
+    graph = helper.make_graph(
+        nodes, "classifier", [helper.make_tensor_value_info(
+            "input", TensorProto.FLOAT, ["batch", 3, SIZE, SIZE] if layout == "nchw" else ["batch", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", CLASSES])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in arrays.items() if name in used],
+    )
+    opset = 18 if head == "nhwc" else 17
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return Path(path)

@@ -64,9 +64,16 @@ def test_the_runtime_accepts_the_imported_model(tmp_path):
     assert len(explanation.predictions) == 2
 
 
+@pytest.mark.parametrize("head,described", [
+    ("sigmoid_gemm", "GlobalAveragePool -> Flatten -> Sigmoid -> Gemm (reverse-mode autodiff)"),
+    ("flat", "Flatten -> Gemm (reverse-mode autodiff)"),  # no pooling: the conv map feeds Gemm
+])
+def test_other_heads_go_through_autodiff(tmp_path, capsys, head, described):
+    _import(tmp_path, head=head)
+    assert f"head: {described}" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("kwargs,message", [
-    ({"head": "sigmoid_gemm"}, "unsupported head op Sigmoid (node /gate/Sigmoid)"),
-    ({"head": "flat"}, "unsupported head op Relu (node /relu/Relu)"),  # no pooling: the conv map feeds Gemm
     ({"inputs": 2}, "the model has 2 inputs"),
 ])
 def test_refusals_write_nothing(tmp_path, capsys, kwargs, message):

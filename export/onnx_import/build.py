@@ -15,7 +15,8 @@ import onnxruntime
 
 from export import contract
 from export.errors import ExportError, one_line
-from export.onnx_import.graph import linear_head, read_classifier
+from export.onnx_import.graph import LinearHead, read_classifier
+from export.onnx_import.head import find_head
 from export.onnx_import.verify import self_check
 from export.onnx_import.wrap import PREPROCESSING, gradcam_model
 
@@ -52,10 +53,11 @@ def import_model(args: argparse.Namespace) -> None:
     bgr = args.preprocessing == "caffe"
     print(f"model: {args.model}, {classifier.classes} classes, input {classifier.input_size[0]}x"
           f"{classifier.input_size[1]} {classifier.layout}, preprocessing {preprocessing}")
-    head = linear_head(classifier, args.layer)
+    head = find_head(classifier, args.layer)
     h, w = head.map_size
-    print(f"layer: {head.target} ({h}x{w}x{head.channels}), head: global average pooling + linear (exact), "
-          f"score: {args.score}")
+    described = ("global average pooling + linear (exact)" if isinstance(head, LinearHead) else
+                 f"{' -> '.join(node.op_type for node in head.nodes)} (reverse-mode autodiff)")
+    print(f"layer: {head.target} ({h}x{w}x{head.channels}), head: {described}, score: {args.score}")
     imported = gradcam_model(classifier, head, mean, std, bgr)
     try:
         onnx.checker.check_model(imported)

@@ -138,7 +138,7 @@ def _last_dim(model: onnx.ModelProto, name: str) -> int | None:
     return shape[-1] if shape and len(shape) == 2 else None
 
 
-def linear_head(classifier: Classifier, layer: str) -> LinearHead:
+def linear_head(classifier: Classifier) -> LinearHead:
     """The global-pooling + linear head above the target tensor; ExportError naming the first node
     that is not one."""
     model = classifier.model
@@ -176,9 +176,6 @@ def linear_head(classifier: Classifier, layer: str) -> LinearHead:
     h, w, channels = (shape[2], shape[3], shape[1]) if target_layout == "nchw" else tuple(shape[1:4])
     if h * w <= 1:
         raise ExportError(f"tensor {target} is {h}x{w}: no spatial tensor to explain")
-    if layer not in ("auto", target):
-        raise ExportError(f"--layer {layer}: this import explains the tensor that feeds the global pooling "
-                          f"({target}); give --layer auto or {target}")
     matrix_shape = list(constants[weight].dims)
     if matrix_shape != ([classifier.classes, channels] if by_classes else [channels, classifier.classes]):
         raise _not_linear(bias_free)

@@ -8,6 +8,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import contract
 from export.onnx_import.graph import Classifier, LinearHead
+from export.onnx_import.head import GeneralHead
+from export.onnx_import.head_gradients import general_gradients
 
 PREFIX = "onnxcam/"
 # Per RGB channel, in 0..255 pixel units; caffe also reorders to BGR.
@@ -20,7 +22,7 @@ PREPROCESSING = {
 
 
 def gradcam_model(
-    classifier: Classifier, head: LinearHead, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool
+    classifier: Classifier, head: LinearHead | GeneralHead, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool
 ) -> onnx.ModelProto:
     """The classifier's graph with preprocessing before it and the contract's outputs after it."""
     model = onnx.ModelProto()
@@ -31,6 +33,10 @@ def gradcam_model(
     dropped = classifier.softmax_node is not None  # the trailing softmax: probabilities are recomputed
     nodes = [n for n in graph.node if not (dropped and n.op_type == "Softmax" and output in n.output)]
     constants = _constants(head, mean, std, bgr)
+    if isinstance(head, LinearHead):
+        gradients, gradient_constants = _linear_gradients(head), []
+    else:
+        gradients, gradient_constants = general_gradients(classifier, head)
     node = helper.make_node
     p = PREFIX
     pre = [node("Gather", [contract.INPUT_IMAGE, p + "bgr"], [p + "ordered"], axis=3)] if bgr else []
@@ -40,12 +46,6 @@ def gradcam_model(
         pre.append(node("Transpose", [p + "scaled"], [classifier.input_name], perm=[0, 3, 1, 2]))
     else:
         pre.append(node("Identity", [p + "scaled"], [classifier.input_name]))
-    gathered = p + "rows"
-    if head.weight_is_classes_by_channels:
-        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [gathered], axis=0)]
-    else:  # [C, classes]: gather columns, then bring C last
-        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [p + "columns"], axis=1),
-                node("Transpose", [p + "columns"], [gathered], perm=[1, 2, 0])]
     maps = [node("Transpose", [head.target], [contract.OUTPUT_FEATURE_MAPS], perm=[0, 2, 3, 1])
             if head.target_layout == "nchw" else node("Identity", [head.target], [contract.OUTPUT_FEATURE_MAPS])]
     post = [
@@ -57,10 +57,8 @@ def gradcam_model(
         node("Where", [p + "wants_top", p + "top_classes", contract.INPUT_CLASS_INDEX],
              [contract.OUTPUT_EXPLAINED_CLASS]),
         node("GatherElements", [classifier.logits, contract.OUTPUT_EXPLAINED_CLASS], [contract.OUTPUT_SCORE], axis=1),
-        *rows,
-        node("Mul", [gathered, p + "scale"], [contract.OUTPUT_POOLED_GRADIENTS]),
+        *gradients,
         node("Unsqueeze", [contract.OUTPUT_POOLED_GRADIENTS, p + "axes_hw"], [p + "pooled_5d"]),
-        node("Expand", [p + "pooled_5d", p + "map_shape"], [contract.OUTPUT_GRADIENTS]),
         *maps,
         node("Unsqueeze", [contract.OUTPUT_FEATURE_MAPS, p + "one"], [p + "maps_5d"]),
         node("Mul", [p + "maps_5d", p + "pooled_5d"], [p + "weighted"]),
@@ -69,7 +67,7 @@ def gradcam_model(
     ]
     del graph.node[:]
     graph.node.extend(pre + nodes + post)
-    graph.initializer.extend(constants)
+    graph.initializer.extend(constants + gradient_constants)
     height, width = classifier.input_size
     (h, w), channels, classes = head.map_size, head.channels, classifier.classes
     del graph.input[:]
@@ -91,7 +89,22 @@ def gradcam_model(
     return model
 
 
-def _constants(head: LinearHead, mean, std, bgr: bool) -> list[onnx.TensorProto]:
+def _linear_gradients(head: LinearHead) -> list[onnx.NodeProto]:
+    """Closed form: the pooled gradient of class c is row c of the linear layer / (h·w), everywhere."""
+    node, p = helper.make_node, PREFIX
+    if head.weight_is_classes_by_channels:
+        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [p + "rows"], axis=0)]
+    else:  # [C, classes]: gather columns, then bring C last
+        rows = [node("Gather", [head.weight, contract.OUTPUT_EXPLAINED_CLASS], [p + "columns"], axis=1),
+                node("Transpose", [p + "columns"], [p + "rows"], perm=[1, 2, 0])]
+    return rows + [
+        node("Mul", [p + "rows", p + "scale"], [contract.OUTPUT_POOLED_GRADIENTS]),
+        node("Unsqueeze", [contract.OUTPUT_POOLED_GRADIENTS, p + "axes_hw"], [p + "linear_5d"]),
+        node("Expand", [p + "linear_5d", p + "map_shape"], [contract.OUTPUT_GRADIENTS]),
+    ]
+
+
+def _constants(head: LinearHead | GeneralHead, mean, std, bgr: bool) -> list[onnx.TensorProto]:
     order = [2, 1, 0] if bgr else [0, 1, 2]
     h, w = head.map_size
     arrays = {
@@ -104,6 +117,6 @@ def _constants(head: LinearHead, mean, std, bgr: bool) -> list[onnx.TensorProto]
         "last": np.array([-1], np.int64),
         "axes_hw": np.array([2, 3], np.int64),
         "map_shape": np.array([1, 1, h, w, 1], np.int64),
-        "scale": np.array(head.scale, np.float32),
+        "scale": np.array(getattr(head, "scale", 1.0), np.float32),
     }
     return [numpy_helper.from_array(value, PREFIX + name) for name, value in arrays.items()]

@@ -1,0 +1,104 @@
+"""onnxcam's own reverse-mode autodiff over ONNX nodes: from a seed d score / d output, emit the
+nodes computing d score / d target. The op rules (vector-Jacobian products) live in `vjp.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from export.errors import ExportError
+
+
+class Emitter:
+    """Appends backward nodes and constants with fresh names; knows static shapes and constant values."""
+
+    def __init__(self, prefix: str, opset: int, shapes: dict[str, list[int | None]],
+                 constants: dict[str, np.ndarray]) -> None:
+        self.prefix, self.opset, self.shapes, self.constants = prefix, opset, shapes, constants
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+
+    def _fresh(self, hint: str) -> str:
+        return f"{self.prefix}{hint}_{len(self.nodes) + len(self.initializers)}"
+
+    def op(self, op_type: str, *inputs: str, **attributes) -> str:
+        """One node with one output; returns the output's name."""
+        output = self._fresh(op_type)
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attributes))
+        return output
+
+    def const(self, value, dtype=np.float32) -> str:
+        name = self._fresh("const")
+        self.initializers.append(onnx.numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    def shape(self, name: str) -> list[int | None]:
+        if name not in self.shapes:
+            raise ExportError(f"tensor {name}: its shape is unknown; the head cannot be differentiated")
+        return self.shapes[name]
+
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of a constant input (initializer or Constant node), else None."""
+        return self.constants.get(name)
+
+    def cast_float(self, name: str) -> str:
+        return self.op("Cast", name, to=TensorProto.FLOAT)
+
+    def reduce_sum(self, name: str, axes: Sequence[int], keepdims: int) -> str:
+        return self.op("ReduceSum", name, self.const(list(axes), np.int64), keepdims=keepdims)
+
+    def unsqueeze(self, name: str, axes: Sequence[int]) -> str:
+        return self.op("Unsqueeze", name, self.const(list(axes), np.int64))
+
+    def like(self, gradient: str, x: str, y: str) -> str:
+        """`gradient` (shaped like the broadcast result y) summed back to x's shape."""
+        x_shape, y_shape = self.shape(x), self.shape(y)
+        lead = len(y_shape) - len(x_shape)
+        axes = list(range(lead)) + [lead + i for i, d in enumerate(x_shape) if d == 1 and y_shape[lead + i] != 1]
+        if not axes:
+            return gradient
+        summed = self.reduce_sum(gradient, axes, keepdims=1)
+        return self.op("Reshape", summed, self.op("Shape", x))
+
+    def total(self, names: list[str]) -> str:
+        return names[0] if len(names) == 1 else self.op("Sum", *names)
+
+
+def active_tensors(nodes: Sequence[onnx.NodeProto], target: str, floats: set[str]) -> set[str]:
+    """The float tensors that depend on `target` (gradients flow through these only)."""
+    active = {target}
+    for node in nodes:
+        if any(name in active for name in node.input):
+            active.update(name for name in node.output if name in floats)
+    return active
+
+
+def backward(nodes: Sequence[onnx.NodeProto], target: str, output: str, seed: str, emitter: Emitter,
+             floats: set[str], origin: dict[str, str] | None = None) -> str:
+    """Emit d score / d target given `seed` = d score / d output; `nodes` in graph order.
+    ExportError naming the first op (from the output back) outside the op set, and its node
+    (by `origin`'s name for it, when the nodes are renamed copies)."""
+    from export.onnx_import.vjp import REGISTRY
+
+    active = active_tensors(nodes, target, floats)
+    gradients: dict[str, list[str]] = {output: [seed]}
+    for node in reversed(nodes):
+        reached = [name for name in node.output if name in gradients]
+        wanted = {index for index, name in enumerate(node.input) if name in active}
+        if not reached or not wanted:
+            continue
+        where = f"node {(origin or {}).get(node.name, node.name or node.output[0])}"
+        if node.op_type not in REGISTRY:
+            raise ExportError(f"unsupported head op {node.op_type} ({where}): onnxcam differentiates "
+                              f"{', '.join(sorted(REGISTRY))}")
+        if reached != [node.output[0]]:
+            raise ExportError(f"unsupported head op {node.op_type} ({where}): only its first output is differentiated")
+        gradient = emitter.total(gradients.pop(node.output[0]))
+        for index, value in REGISTRY[node.op_type](emitter, node, gradient, wanted).items():
+            gradients.setdefault(node.input[index], []).append(value)
+    if target not in gradients:
+        raise ExportError(f"tensor {target}: the logits do not depend on it through differentiable ops")
+    return emitter.total(gradients[target])

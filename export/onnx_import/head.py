@@ -1,0 +1,164 @@
+"""Choose the head to differentiate: the closed-form GAP + linear head when it applies, else the
+subgraph from the target tensor to the logits, differentiated by `autodiff.py`.
+
+`--layer auto`: walking back from the logits along each node's first image-dependent input, the first
+4-D tensor with h·w > 1 that is neither a MaxPool/AveragePool output nor a class score map (as many
+channels as classes, SqueezeNet-style): the tensor the pooling and the classifier read. Its layout is
+NHWC when the head reads it with ReduceMean over axes 1, 2 or a Transpose(0, 3, 1, 2), else NCHW."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.errors import ExportError
+from export.onnx_import.graph import Classifier, LinearHead, _shapes, linear_head, producers
+
+POOLS = ("MaxPool", "AveragePool")
+
+
+@dataclass(frozen=True)
+class GeneralHead:
+    """target -> any differentiable subgraph -> logits."""
+
+    target: str
+    target_layout: str  # nchw | nhwc
+    map_size: tuple[int, int]  # (h, w)
+    channels: int
+    nodes: tuple[onnx.NodeProto, ...]  # from the target to the logits, in graph order
+    batched: tuple[str, ...]  # image-dependent float tensors from outside the head that it reads
+    shapes: dict  # static shapes of the head's tensors and constants
+    constants: dict  # values of initializers and Constant nodes
+    floats: frozenset  # the float tensors of the graph
+
+
+def find_head(classifier: Classifier, layer: str) -> LinearHead | GeneralHead:
+    """The exact GAP + linear head where it applies to `layer`, else the general head."""
+    try:
+        head = linear_head(classifier)
+    except ExportError:
+        return general_head(classifier, layer)
+    return head if layer in ("auto", head.target) else general_head(classifier, layer)
+
+
+def general_head(classifier: Classifier, layer: str) -> GeneralHead:
+    model = classifier.model
+    shapes = _shapes(model)
+    floats = _float_tensors(model)
+    dependent = _image_dependent(model.graph, classifier.input_name)
+    target = _auto_target(classifier, shapes, floats, dependent) if layer == "auto" else layer
+    if target not in shapes and target not in producers(model.graph):
+        raise ExportError(f"--layer {layer}: no such tensor in the graph")
+    shape = shapes.get(target)
+    if target not in floats or target not in dependent or not shape or len(shape) != 4:
+        raise ExportError(f"--layer {layer}: tensor {target} is not a 4-D float feature map (shape {shape})")
+    nodes = between(model.graph, target, classifier.logits)
+    if not nodes:
+        raise ExportError(f"--layer {layer}: the logits do not depend on tensor {target}")
+    layout = _layout(nodes, target, _constants(model))
+    h, w, channels = (shape[2], shape[3], shape[1]) if layout == "nchw" else tuple(shape[1:4])
+    if None in (h, w, channels) or h * w <= 1:
+        raise ExportError(f"tensor {target} is {h}x{w}: no spatial tensor to explain")
+    made = {name for node in nodes for name in node.output}
+    read = dict.fromkeys(name for node in nodes for name in node.input)
+    batched = tuple(name for name in read if name and name != target and name not in made
+                    and name in dependent and name in floats)
+    return GeneralHead(target, layout, (h, w), channels, tuple(nodes), batched, shapes, _constants(model),
+                       frozenset(floats))
+
+
+def between(graph: onnx.GraphProto, source: str, sink: str) -> list[onnx.NodeProto]:
+    """The nodes on a path from tensor `source` to tensor `sink`, in graph order."""
+    after = {source}
+    downstream = []
+    for node in graph.node:
+        if any(name in after for name in node.input):
+            after.update(node.output)
+            downstream.append(node)
+    needed, kept = {sink}, []
+    for node in reversed(downstream):
+        if any(name in needed for name in node.output):
+            needed.update(node.input)
+            kept.append(node)
+    return kept[::-1]
+
+
+def head_model(classifier: Classifier, head: LinearHead | GeneralHead) -> tuple[onnx.ModelProto, list[str]]:
+    """The head alone as a model: inputs the target then every other tensor it reads from outside
+    (initializers aside); output the logits. Returns (model, input names)."""
+    model = classifier.model
+    nodes = between(model.graph, head.target, classifier.logits)
+    made = {name for node in nodes for name in node.output}
+    constants = {init.name: init for init in model.graph.initializer}
+    read = dict.fromkeys(name for node in nodes for name in node.input if name)
+    inputs = [head.target] + [name for name in read if name not in made and name not in constants
+                              and name != head.target]
+    types = elem_types(model)
+    graph = helper.make_graph(
+        nodes, "head",
+        [helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None) for name in inputs],
+        [helper.make_tensor_value_info(classifier.logits, TensorProto.FLOAT, None)],
+        initializer=[constants[name] for name in read if name in constants],
+    )
+    return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version), inputs
+
+
+def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], dependent: set[str]) -> str:
+    made_by = producers(classifier.model.graph)
+    tensor = classifier.logits
+    while True:
+        node = made_by.get(tensor)
+        following = [name for name in node.input if name in dependent and name in floats] if node else []
+        if not following:
+            raise ExportError("no 4-D tensor with h·w > 1 between the input and the logits: "
+                              "nothing spatial to explain; give one with --layer")
+        tensor = following[0]
+        shape = shapes.get(tensor) or []
+        if len(shape) != 4 or None in shape[1:] or tensor not in made_by or made_by[tensor].op_type in POOLS:
+            continue
+        nchw = _layout([node], tensor, _constants(classifier.model)) == "nchw"
+        channels, area = (shape[1], shape[2] * shape[3]) if nchw else (shape[3], shape[1] * shape[2])
+        if area > 1 and channels != classifier.classes:
+            return tensor
+
+
+def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
+    for node in nodes:
+        if target not in node.input:
+            continue
+        values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Transpose" and list(values.get("perm", [])) == [0, 3, 1, 2]:
+            return "nhwc"
+        axes = values.get("axes", constants.get(node.input[-1], []) if len(node.input) > 1 else [])
+        if node.op_type == "ReduceMean" and sorted(int(a) % 4 for a in np.ravel(axes)) == [1, 2]:
+            return "nhwc"
+    return "nchw"
+
+
+def _image_dependent(graph: onnx.GraphProto, image: str) -> set[str]:
+    dependent = {image}
+    for node in graph.node:
+        if any(name in dependent for name in node.input):
+            dependent.update(node.output)
+    return dependent
+
+
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    values = [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    return {value.name: value.type.tensor_type.elem_type for value in values} | {
+        init.name: init.data_type for init in model.graph.initializer}
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    return {name for name, kind in elem_types(model).items() if kind == TensorProto.FLOAT}
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
