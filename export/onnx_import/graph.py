@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -205,8 +204,3 @@ def _not_linear(node: onnx.NodeProto) -> ExportError:
     return ExportError(f"unsupported head op {node.op_type} (node {node.name or node.output[0]}): the logits must "
                        "come from one linear layer (Gemm, or MatMul with a constant matrix) after global pooling")
 
-
-def weight_matrix(classifier: Classifier, head: LinearHead) -> np.ndarray:
-    """The linear layer's matrix as [classes, C]."""
-    matrix = numpy_helper.to_array(initializers(classifier.model.graph)[head.weight])
-    return matrix if head.weight_is_classes_by_channels else matrix.T
