@@ -3,7 +3,6 @@ check against the same architecture untrained."""
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from runtime import METHODS, Explainer

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from runtime import Explainer, render
+from runtime import Explainer
 from runtime.serve.app import Service, create_app
 from runtime.serve.limits import Limits
 from tests.fake_model import LABELS, write_fake_model

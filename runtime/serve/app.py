@@ -17,7 +17,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import render
-from ..errors import ImageError, OnnxcamError, UsageError
+from ..errors import ImageError, UsageError
 from ..explainer import Explainer
 from ..images import decode_image
 from ..methods import METHODS
