@@ -180,7 +180,7 @@ def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Name
             "sha256_of": "the weight tensors' bytes, in model.weights order",
         }),
         contract.META_VERSIONS: json.dumps({
-            "onnxcam": _version("onnxcam"),
+            "onnxcam": package_version("onnxcam"),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "tf2onnx": tf2onnx.__version__,
@@ -192,7 +192,8 @@ def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Name
     onnx.helper.set_model_props(onnx_model, properties)
 
 
-def _version(distribution: str) -> str:
+def package_version(distribution: str) -> str:
+    """The installed version of `distribution`, or a note that it is not installed."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -8,12 +8,12 @@ import json
 import resource
 import sys
 import time
-from importlib import metadata
 
 import onnx
 import onnxruntime
 
 from export import contract
+from export.build import package_version, write_atomically  # no TensorFlow at that module's top level
 from export.errors import ExportError, one_line
 from export.onnx_import.graph import LinearHead, read_classifier
 from export.onnx_import.head import find_head
@@ -35,8 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def import_model(args: argparse.Namespace) -> None:
-    from export.build import write_atomically  # no TensorFlow at that module's top level
-
     started = time.monotonic()
     try:
         with open(args.model, "rb") as file:
@@ -116,16 +114,10 @@ def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, s
             "sha256_of": "the input .onnx file's bytes",
         }),
         contract.META_VERSIONS: json.dumps({
-            "onnxcam": _version("onnxcam"), "onnx": onnx.__version__,
+            "onnxcam": package_version("onnxcam"), "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__, "opset": opset,
         }),
         contract.META_SELF_CHECK: json.dumps(figures),
     }
     onnx.helper.set_model_props(model, properties)
 
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
