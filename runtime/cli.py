@@ -21,7 +21,8 @@ from .explainer import Explainer
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .methods import DEFAULT_MAX_CHANNELS, METHODS
 from .render import contact_sheet, encoded_image, encoded_npy
-from .results import Explanation, Outcome
+from .render import overlay as render_overlay
+from .results import ClassMap, Explanation, Outcome
 from .session import DEVICES
 from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, name_max, probe_folder, shortened, write_set
 
@@ -368,41 +369,56 @@ class OutputOptions:
 def write_image(
     explanations: Sequence[Explanation], stem: str, options: OutputOptions
 ) -> tuple[list[list[tuple[str, str | None]]], str | None]:
-    """Render and encode one image's overlays, heatmaps and grid, then write them as one set
-    (all or none); returns per method the (overlay, heatmap or None) paths, and the grid's."""
-    contents: list[tuple[str, bytes]] = []
-    files = []
-    for explanation in explanations:
-        method = f"_{explanation.method}" if options.name_method else ""
-        paths = []
-        for class_map, overlay in zip(explanation.maps, explanation.overlays, strict=True):
-            which = f"c{class_map.class_index}" if options.given_classes else f"top{class_map.rank}"
-            label = safe_label(class_map.label, class_map.class_index)
-            prefix = os.path.join(options.folder, f"{stem}_{which}_{label}{method}")
-            overlay_path = f"{prefix}_overlay.{options.overlay_format}"
-            contents.append((overlay_path, encoded_image(overlay, options.overlay_format)))
-            heatmap_path = None
-            if options.heatmaps != "none":
-                heatmap_path = f"{prefix}_heatmap.npy"
-                heat = class_map.heatmap if options.heatmaps == "full" else class_map.cam
-                contents.append((heatmap_path, encoded_npy(heat)))
-            paths.append((overlay_path, heatmap_path))
-        files.append(paths)
-    grid = None
-    if options.grid:
-        grid = os.path.join(options.folder, f"{stem}_grid.png")
-        contents.append((grid, encoded_image(grid_sheet(explanations), "png")))
-    write_set(contents)
+    """Write one image's overlays, heatmaps and grid as one set (all or none), each rendered
+    and encoded as it is written; returns per method the (overlay, heatmap or None) paths, and
+    the grid's."""
+    files = [[map_paths(explanation, class_map, stem, options) for class_map in explanation.maps]
+             for explanation in explanations]
+    grid = os.path.join(options.folder, f"{stem}_grid.png") if options.grid else None
+    write_set(encoded_files(explanations, files, grid, options))
     return files, grid
 
 
-def grid_sheet(explanations: Sequence[Explanation]) -> np.ndarray:
+def map_paths(
+    explanation: Explanation, class_map: ClassMap, stem: str, options: OutputOptions
+) -> tuple[str, str | None]:
+    """The (overlay, heatmap or None) paths of one map."""
+    method = f"_{explanation.method}" if options.name_method else ""
+    which = f"c{class_map.class_index}" if options.given_classes else f"top{class_map.rank}"
+    label = safe_label(class_map.label, class_map.class_index)
+    prefix = os.path.join(options.folder, f"{stem}_{which}_{label}{method}")
+    heatmap_path = f"{prefix}_heatmap.npy" if options.heatmaps != "none" else None
+    return f"{prefix}_overlay.{options.overlay_format}", heatmap_path
+
+
+def encoded_files(
+    explanations: Sequence[Explanation],
+    files: Sequence[list[tuple[str, str | None]]],
+    grid: str | None,
+    options: OutputOptions,
+) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of each file, made when asked for: the decoded image and one full-size map
+    (heatmap, then overlay) at a time, whatever the number of maps."""
+    image = explanations[0].image  # every method explains the same image
+    for explanation, paths in zip(explanations, files, strict=True):
+        for class_map, (overlay_path, heatmap_path) in zip(explanation.maps, paths, strict=True):
+            heat = class_map.heatmap
+            if heatmap_path is not None:
+                yield heatmap_path, encoded_npy(heat if options.heatmaps == "full" else class_map.cam)
+            overlay = render_overlay(image, heat)
+            del heat
+            yield overlay_path, encoded_image(overlay, options.overlay_format)
+            del overlay
+    if grid is not None:
+        yield grid, encoded_image(grid_sheet(explanations, image), "png")
+
+
+def grid_sheet(explanations: Sequence[Explanation], image: np.ndarray) -> np.ndarray:
     """One row per explained class: the image (captioned with the class) then each method's
     overlay (captioned with the method)."""
-    image = explanations[0].image
     return contact_sheet([
         [(class_map.label, image)]
-        + [(explanation.method, explanation.overlays[k]) for explanation in explanations]
+        + [(explanation.method, render_overlay(image, explanation.maps[k].heatmap)) for explanation in explanations]
         for k, class_map in enumerate(explanations[0].maps)
     ])
 

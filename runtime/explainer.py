@@ -9,7 +9,7 @@ import numpy as np
 
 from . import contract, render
 from .errors import ImageError, ModelError, UsageError, one_line
-from .images import DEFAULT_MAX_PIXELS, ImageInput, decode_image, describe, resize_for_model
+from .images import DEFAULT_MAX_PIXELS, ImageInput, Original, decode_image, describe, read_image, resize_for_model
 from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
@@ -166,18 +166,18 @@ class Explainer:
         targets: np.ndarray,
         methods: tuple[CamMethod, ...],
     ) -> list[tuple[Outcome, ...]]:
-        decoded: list[tuple[str, np.ndarray | ImageError]] = []
+        decoded: list[tuple[str, Original | ImageError]] = []
         resized = []
         for source, image in chunk:
             try:
-                pixels = decode_image(image, source, self.max_pixels)
-                resized.append(resize_for_model(pixels, self.card.input_size))
-                decoded.append((source, pixels))
+                original, model_input = self._read(source, image)
+                resized.append(model_input)
+                decoded.append((source, original))
             except ImageError as error:
                 decoded.append((source, error))
             except MemoryError:
                 decoded.append((source, ImageError(source, "not enough memory for this image")))
-        good = [image for _, image in decoded if isinstance(image, np.ndarray)]
+        good = [image for _, image in decoded if isinstance(image, Original)]
         if not good:
             return [(Outcome(source, error=error),) * len(methods) for source, error in decoded]
         inputs = np.stack(resized)
@@ -203,7 +203,15 @@ class Explainer:
             ))
         return outcomes
 
-    def _outcome(self, source: str, image: np.ndarray, *details) -> Outcome:
+    def _read(self, source: str, image: ImageInput) -> tuple[Original, np.ndarray]:
+        """The image as read (decoded here, and again when its maps are drawn: a batch of large
+        images is never held decoded all at once) and its model input."""
+        data = read_image(image, source)
+        pixels = decode_image(data, source, self.max_pixels)
+        original = Original(pixels if isinstance(data, np.ndarray) else data, source, pixels.shape[:2])
+        return original, resize_for_model(pixels, self.card.input_size)
+
+    def _outcome(self, source: str, image: Original, *details) -> Outcome:
         """The image's explanation, or the error (naming the image) that building its maps raised."""
         try:
             return Outcome(source, explanation=self._explanation(source, image, *details))
@@ -281,24 +289,24 @@ class Explainer:
     def _explanation(
         self,
         source: str,
-        image: np.ndarray,
+        original: Original,
         predictions: tuple[Prediction, ...],
         rank: np.ndarray,
         explained: np.ndarray,
         raw_maps: list[np.ndarray],
         method: str,
     ) -> Explanation:
-        """raw_maps: [K, h, w] per target layer (and augmentation), fused per class."""
+        """raw_maps: [K, h, w] per target layer (and augmentation), fused per class. Each
+        full-size heatmap is rendered here for its peak, then dropped."""
         labels = self.card.labels
         maps = []
         for k, class_index in enumerate(explained.tolist()):
-            class_maps = [layer_maps[k] for layer_maps in raw_maps]
-            heat = render.fuse(class_maps, image.shape[:2])
+            class_maps = tuple(layer_maps[k] for layer_maps in raw_maps)
             maps.append(ClassMap(
-                class_index, labels[class_index], int(rank[class_index]), heat,
-                render.low_resolution(class_maps), render.peak(heat),
+                class_index, labels[class_index], int(rank[class_index]), render.low_resolution(class_maps),
+                render.peak(render.fuse(class_maps, original.size)), class_maps, original.size,
             ))
-        return Explanation(source, image, predictions, tuple(maps), method)
+        return Explanation(source, original, predictions, tuple(maps), method)
 
 
 def _named(images: Iterable[ImageInput]) -> Iterator[tuple[str, ImageInput]]:

@@ -14,6 +14,8 @@ Any failure to decode, whatever its exception type (MemoryError included), is an
 Pillow's warnings and libtiff's stderr lines are re-issued as one warning that names the image.
 Truncated files raise an error: this module refuses to decode while Pillow's
 ImageFile.LOAD_TRUNCATED_IMAGES is set, since Pillow would then pad the missing part silently.
+One image is decoded at a time (warnings.catch_warnings is not thread-safe), and an Original
+keeps an image as read, to be decoded again on demand rather than kept decoded.
 """
 
 import io
@@ -24,6 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,6 +40,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 MAX_FILE_BYTES = 1 << 30  # no image file worth decoding is larger; beyond it, refuse before reading
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+BAND_ROWS = 256  # rows of a decoded image converted to the array at a time
+_DECODE_LOCK = threading.Lock()  # one decode at a time: catch_warnings swaps process-wide state
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
@@ -49,18 +54,23 @@ def describe(image: ImageInput, position: int | None = None) -> str:
     return f"<{kind}>" if position is None else f"<{kind} #{position}>"
 
 
+def read_image(image: ImageInput, source: str) -> bytes | np.ndarray:
+    """What decode_image decodes: a path's file contents, bytes as bytes, an array as it is;
+    ImageError (naming `source`) for another type or a file that cannot be read."""
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return _read_file(image, source)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    raise ImageError(source, f"unsupported input type {type(image).__name__} (use a path, bytes or an array)")
+
+
 def decode_image(image: ImageInput, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode `image` into an HxWx3 uint8 RGB array; ImageError (naming `source`) if it can't be."""
-    if isinstance(image, np.ndarray):
-        return _check_array(image, source, max_pixels)
-    if isinstance(image, (str, os.PathLike)):
-        data = _read_file(image, source)
-    elif isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-    else:
-        raise ImageError(
-            source, f"unsupported input type {type(image).__name__} (use a path, bytes or an array)"
-        )
+    data = read_image(image, source)
+    if isinstance(data, np.ndarray):
+        return _check_array(data, source, max_pixels)
     if not data:
         raise ImageError(source, "empty input (0 bytes)")
     if ImageFile.LOAD_TRUNCATED_IMAGES:
@@ -69,7 +79,7 @@ def decode_image(image: ImageInput, source: str, max_pixels: int = DEFAULT_MAX_P
         )
     capture = native_stderr() if data.startswith(TIFF_MAGIC) else nullcontext(None)
     try:
-        with warnings.catch_warnings(record=True) as caught, capture as native_log:
+        with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught, capture as native_log:
             warnings.simplefilter("always")
             # The runtime applies its own limit (max_pixels); Pillow's would only warn or refuse.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -96,7 +106,27 @@ def _decode(data: bytes, source: str, max_pixels: int) -> np.ndarray:
     with _pillow_limit(max_pixels), Image.open(io.BytesIO(data)) as opened:
         _check_pixels(opened.width, opened.height, source, max_pixels)
         opened.load()
-        return _to_rgb(ImageOps.exif_transpose(opened))
+        ImageOps.exif_transpose(opened, in_place=True)  # in place: no full-size copy
+        return _to_rgb(opened)
+
+
+@dataclass(frozen=True, eq=False)
+class Original:
+    """An image as read_image gave it (encoded bytes, or the array) and its decoded size: a 36 Mpx
+    photo is a few MB as a JPEG and 108 MB decoded, so it is decoded again when needed."""
+
+    data: bytes | np.ndarray  # an array is the decoded image itself
+    source: str
+    size: tuple[int, int]  # (height, width) decoded
+
+    def decode(self) -> np.ndarray:
+        """The HxWx3 uint8 RGB pixels, as the first decode gave them (its warnings not repeated)."""
+        if isinstance(self.data, np.ndarray):
+            return self.data
+        capture = native_stderr() if self.data.startswith(TIFF_MAGIC) else nullcontext()
+        with _DECODE_LOCK, warnings.catch_warnings(), capture:
+            warnings.simplefilter("ignore")
+            return _decode(self.data, self.source, self.size[0] * self.size[1])
 
 
 def _rewarn(source: str, messages: list[str], native_log: io.StringIO | None) -> None:
@@ -202,4 +232,14 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    return _rgb_by_bands(image)
+
+
+def _rgb_by_bands(image: Image.Image) -> np.ndarray:
+    """image.convert("RGB") as HxWx3 uint8, BAND_ROWS rows at a time: converting the whole image
+    to an array at once holds two more full-size copies (Pillow's tobytes joins its chunks)."""
+    pixels = np.empty((image.height, image.width, 3), np.uint8)
+    for top in range(0, image.height, BAND_ROWS):
+        band = image.crop((0, top, image.width, min(top + BAND_ROWS, image.height)))
+        pixels[top:top + BAND_ROWS] = np.asarray(band.convert("RGB"))
+    return pixels

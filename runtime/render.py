@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 OVERLAY_ALPHA = 0.4
+OVERLAY_ROWS = 64  # rows blended at a time: the float32 temporaries stay small at any image size
 SHEET_TILE_HEIGHT = 256
 SHEET_TILE_MAX_WIDTH = 4 * SHEET_TILE_HEIGHT  # a 1x10000 image makes a 1024x1 tile, not 256x2,560,000
 PNG_COMPRESSION = 1  # zlib level: the fastest; overlays barely shrink at higher levels
@@ -33,7 +34,7 @@ def heatmap(raw_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     normalised = normalise(raw_map)
     height, width = size
     upsampled = cv2.resize(normalised, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(upsampled, 0, 1).astype(np.float32)
+    return np.clip(upsampled, 0, 1, out=upsampled)
 
 
 def fuse(raw_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
@@ -44,7 +45,8 @@ def fuse(raw_maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
     total = heatmap(raw_maps[0], size)
     for raw_map in raw_maps[1:]:
         total += heatmap(raw_map, size)
-    return total / np.float32(len(raw_maps))
+    total /= np.float32(len(raw_maps))
+    return total
 
 
 def low_resolution(raw_maps: Sequence[np.ndarray]) -> np.ndarray:
@@ -66,9 +68,16 @@ def jet(heat: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-    """clip(jet(heat) * 0.4 + image, 0, 255) as HxWx3 uint8 RGB; `heat` has the image's size."""
-    blended = jet(heat).astype(np.float32) * OVERLAY_ALPHA + image.astype(np.float32)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    """clip(jet(heat) * 0.4 + image, 0, 255) as HxWx3 uint8 RGB; `heat` has the image's size.
+    Blended OVERLAY_ROWS rows at a time, so that no full-size float copy is made."""
+    blended = np.empty(image.shape, np.uint8)
+    for top in range(0, image.shape[0], OVERLAY_ROWS):
+        rows = slice(top, top + OVERLAY_ROWS)
+        band = jet(heat[rows]).astype(np.float32)
+        band *= OVERLAY_ALPHA
+        band += image[rows]
+        blended[rows] = np.clip(np.rint(band, out=band), 0, 255, out=band)
+    return blended
 
 
 def contact_sheet(rows: Sequence[Sequence[tuple[str, np.ndarray]]]) -> np.ndarray:
@@ -106,10 +115,12 @@ def encoded_image(image: np.ndarray, file_format: str = "png") -> bytes:
 
 
 def encoded_npy(array: np.ndarray) -> bytes:
-    """An array as the bytes of a .npy file."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+    """An array as the bytes of a .npy file (np.save's, in C order), copied once: np.save into
+    memory holds a second copy."""
+    array = np.asarray(array, order="C")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return b"".join((header.getvalue(), array))
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -2,7 +2,7 @@
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 DEFAULT_NAME_MAX = 255
 LONGEST_SUFFIX = 128  # bytes kept for _top<k>_<label ≤64>_<method>_heatmap.npy after a stem
@@ -45,19 +45,24 @@ def probe_folder(folder: str) -> bool:
     return created
 
 
-def write_set(files: Sequence[tuple[str, bytes]]) -> None:
-    """Write each (path, data) to a short temporary beside it, then rename them all into place.
-    On any failure (disk full, a signal) every temporary and every file renamed so far is
-    removed and the error raised: the set appears whole or not at all. Files are not fsynced."""
+def write_set(files: Iterable[tuple[str, bytes]]) -> None:
+    """Write each (path, data) to a short temporary beside it as it comes (a generator may make
+    each file's data when asked: one is held at a time), then rename them all into place.
+    On any failure (disk full, a signal, an error making the data) every temporary and every
+    file renamed so far is removed and the error raised: the set appears whole or not at all.
+    Files are not fsynced."""
     temporaries: list[str] = []
+    paths: list[str] = []
     renamed: list[str] = []
     try:
         for path, data in files:
             temporary = os.path.join(os.path.dirname(path), f".onnxcam-{uuid.uuid4().hex[:16]}.tmp")
             temporaries.append(temporary)
+            paths.append(path)
             with open(temporary, "xb") as file:
                 file.write(data)
-        for temporary, (path, _) in zip(temporaries, files, strict=True):
+            del data  # not held while the next file's data is made
+        for temporary, path in zip(temporaries, paths, strict=True):
             os.replace(temporary, path)
             renamed.append(path)
     except BaseException:
