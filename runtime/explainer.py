@@ -1,6 +1,7 @@
 """Explainer: one warm onnxruntime session; images in, predictions and class heatmaps out."""
 
 import copy
+import dataclasses
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -64,6 +65,18 @@ class Explainer:
         other = copy.copy(self)
         other._use_method(method)
         return other
+
+    def with_options(self, aug_smooth: bool, eigen_smooth: bool) -> "Explainer":
+        """The same model, session and method, with these smoothing settings."""
+        other = copy.copy(self)
+        other.aug_smooth = aug_smooth
+        other._options = dataclasses.replace(self._options, eigen_smooth=eigen_smooth)
+        other._use_method(self.method.name)
+        return other
+
+    @property
+    def eigen_smooth(self) -> bool:
+        return self._options.eigen_smooth
 
     def _use_method(self, method: str) -> None:
         self.method: CamMethod = METHODS[method](self._options)

@@ -304,6 +304,17 @@ def test_with_method_shares_the_session_and_settings(model_path):
         explainer.with_method("magic")
 
 
+def test_with_options_shares_the_session_and_equals_a_new_explainer(model_path):
+    explainer = Explainer(model_path, device="cpu", method="layercam")
+    smooth = explainer.with_options(aug_smooth=True, eigen_smooth=True)
+    assert smooth._session is explainer._session and smooth.method.name == "layercam"
+    assert (smooth.aug_smooth, smooth.eigen_smooth, smooth.method.options.eigen_smooth) == (True, True, True)
+    assert (explainer.aug_smooth, explainer.eigen_smooth, explainer.method.options.eigen_smooth) == (False, False, False)
+    image = blob_image(32, 32, (0, 0, 8, 8))
+    fresh = Explainer(model_path, device="cpu", method="layercam", aug_smooth=True, eigen_smooth=True)
+    assert_same(smooth.explain(image), fresh.explain(image))
+
+
 def test_a_failure_while_building_one_images_maps_is_its_error_outcome(explainer, monkeypatch):
     """Whatever an image's size or content makes the map building raise (MemoryError on a huge
     image, anything else) is that image's error Outcome, naming it; the others go on."""

@@ -1,8 +1,6 @@
 """Micro-batching: concurrent requests gathered into one Explainer run, off the event loop."""
 
 import asyncio
-import copy
-import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,13 +34,10 @@ class _Job:
 
 
 def variant(explainer: Explainer, aug_smooth: bool, eigen_smooth: bool) -> Explainer:
-    """The same session with other smoothing settings (Explainer keeps no per-call state)."""
-    if explainer.aug_smooth == aug_smooth and explainer._options.eigen_smooth == eigen_smooth:
+    """The same session with these smoothing settings (Explainer keeps no per-call state)."""
+    if (explainer.aug_smooth, explainer.eigen_smooth) == (aug_smooth, eigen_smooth):
         return explainer
-    other = copy.copy(explainer)
-    other.aug_smooth = aug_smooth
-    other._options = dataclasses.replace(explainer._options, eigen_smooth=eigen_smooth)
-    return other
+    return explainer.with_options(aug_smooth, eigen_smooth)
 
 
 def run_group(explainer: Explainer, images: list[np.ndarray], settings: Settings) -> list[tuple[Outcome, ...]]:
