@@ -49,6 +49,15 @@ def test_deletion_curve_and_auc_equal_direct_computation(case):
     assert metrics.auc(got) == pytest.approx(trapezoid, rel=1e-6)
 
 
+def test_blur_deletion_ends_at_the_blurred_image(case):
+    image, saliency = case
+    got = metrics.blur_deletion_curve(mean_channel_score(batch_limit=5), image, saliency, 0, 6, batch_size=5)
+    expected = direct_curve(image, metrics.blurred(image), saliency, 6, 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert got[0] == pytest.approx(image[..., 0].mean() / 255)
+    assert got[-1] == pytest.approx(metrics.blurred(image)[..., 0].mean() / 255)
+
+
 def test_insertion_starts_from_the_blur_and_ends_at_the_image(case):
     image, saliency = case
     got = metrics.insertion_curve(mean_channel_score(batch_limit=4), image, saliency, 2, 10, batch_size=4)

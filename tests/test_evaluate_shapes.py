@@ -64,6 +64,12 @@ def test_grad_cam_deletes_better_than_the_model_free_maps(report):
     assert report["curves"]["gradcam"]["deletion"][2] < report["curves"]["random"]["deletion"][2] - 0.1
 
 
+def test_grad_cam_deletes_to_the_blur_far_better_than_every_baseline(report):
+    # Measured (16 images, 20 steps): Grad-CAM 0.35, random 0.68, Gaussian 0.50, edges 0.61.
+    for baseline in ("random", "gaussian", "edge"):
+        assert mean(report, "gradcam", "deletion-blur") < mean(report, baseline, "deletion-blur") - 0.1, baseline
+
+
 def test_the_edge_map_does_not_beat_grad_cam(report):
     # insertion excepted: measured, revealing the sharp outline of the shape from its blur is what
     # the edge map does best (0.94 vs Grad-CAM's 0.91 on 16 images)

@@ -13,7 +13,7 @@ from .run import METRICS, Results
 from .sanity import DEFAULT_THRESHOLD, flagged
 
 BOOTSTRAP_RESAMPLES = 1000
-BETTER = {"deletion": "lower", "insertion": "higher", "average-drop": "lower",
+BETTER = {"deletion": "lower", "deletion-blur": "lower", "insertion": "higher", "average-drop": "lower",
           "increase-in-confidence": "higher", "pointing-game": "higher"}
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -72,11 +72,11 @@ def markdown(data: dict) -> str:
 
 
 def curves_image(curves: dict, size: tuple[int, int] = (360, 480)) -> np.ndarray:
-    """Deletion and insertion curves side by side, one coloured line per method, with a legend:
-    HxWx3 uint8 BGR (OpenCV)."""
+    """Deletion (to black, to the blur) and insertion curves side by side, one coloured line per
+    method, with a legend: HxWx3 uint8 BGR (OpenCV)."""
     height, width = size
     panels = []
-    for metric in ("deletion", "insertion"):
+    for metric in ("deletion", "deletion-blur", "insertion"):
         panel = np.full((height, width, 3), 255, np.uint8)
         left, top, right, bottom = 40, 30, width - 130, height - 30
         cv2.rectangle(panel, (left, top), (right, bottom), (0, 0, 0), 1)

@@ -14,7 +14,12 @@ from ..images import decode_image, describe, resize_for_model
 from ..session import open_session
 from . import baselines, metrics, sanity
 
-METRICS = ("deletion", "insertion", "average-drop", "increase-in-confidence", "pointing-game")
+METRICS = ("deletion", "deletion-blur", "insertion", "average-drop", "increase-in-confidence", "pointing-game")
+CURVES = {
+    "deletion": metrics.deletion_curve,
+    "deletion-blur": metrics.blur_deletion_curve,
+    "insertion": metrics.insertion_curve,
+}
 BASELINES = ("random", "gaussian", "edge")
 EXAMPLES = 4  # images drawn in examples.png
 
@@ -71,7 +76,7 @@ def evaluate_map(
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every chosen metric of one map: its values and its deletion / insertion curves."""
     values, curves = {}, {}
-    for name, make_curve in (("deletion", metrics.deletion_curve), ("insertion", metrics.insertion_curve)):
+    for name, make_curve in CURVES.items():
         if name in chosen:
             curves[name] = make_curve(score, image, saliency, class_index, steps, batch_size)
             values[name] = metrics.auc(curves[name])
