@@ -22,6 +22,11 @@ AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 0.9), (True, 1
 PREDICTION_OUTPUTS = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_SCORE)
 
 
+# 1 Mpx (3 MB decoded): a batch of 8 such images costs 24 MB to keep, while decoding each one again
+# costs as much CPU time as its first decode.
+KEEP_DECODED_PIXELS = 1_000_000
+
+
 class Explainer:
     """Explains an onnxcam model's predictions. One instance may serve several threads:
     it keeps no per-call state, and onnxruntime's `run` is thread-safe.
@@ -217,11 +222,13 @@ class Explainer:
         return outcomes
 
     def _read(self, source: str, image: ImageInput) -> tuple[Original, np.ndarray]:
-        """The image as read (decoded here, and again when its maps are drawn: a batch of large
-        images is never held decoded all at once) and its model input."""
+        """The image as read and its model input. Up to KEEP_DECODED_PIXELS the decoded pixels are
+        kept; a larger image is decoded again when its maps are drawn, so that a batch of large
+        images is never held decoded all at once."""
         data = read_image(image, source)
         pixels = decode_image(data, source, self.max_pixels)
-        original = Original(pixels if isinstance(data, np.ndarray) else data, source, pixels.shape[:2])
+        keep = isinstance(data, np.ndarray) or pixels.shape[0] * pixels.shape[1] <= KEEP_DECODED_PIXELS
+        original = Original(pixels if keep else data, source, pixels.shape[:2])
         return original, resize_for_model(pixels, self.card.input_size)
 
     def _outcome(self, source: str, image: Original, *details) -> Outcome:
