@@ -37,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
 def import_model(args: argparse.Namespace) -> None:
     started = time.monotonic()
     try:
-        with open(args.model, "rb") as file:
-            data = file.read()
-        model = onnx.load_from_string(data)
+        # Weights kept in a separate data file (torch.onnx.export's dynamo exporter, large models)
+        # are read from beside the model, so the written model holds them itself.
+        model = onnx.load(args.model)
+        data = model.SerializeToString()
     except OSError as error:
         raise ExportError(f"--model {args.model}: {error.strerror or error}") from None
     except Exception as error:
@@ -111,7 +112,7 @@ def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, s
         contract.META_WEIGHTS: json.dumps({
             "source": args.model.rsplit("/", 1)[-1],
             "sha256": hashlib.sha256(data).hexdigest(),
-            "sha256_of": "the input .onnx file's bytes",
+            "sha256_of": "the input model serialised with its weights (onnx.load, then SerializeToString)",
         }),
         contract.META_VERSIONS: json.dumps({
             "onnxcam": package_version("onnxcam"), "onnx": onnx.__version__,
