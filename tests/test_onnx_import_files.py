@@ -34,3 +34,12 @@ def test_weights_in_a_separate_data_file(tmp_path, monkeypatch, capsys):
     assert [p.index for p in got.predictions] == [p.index for p in expected.predictions]
     np.testing.assert_allclose(got.maps[0].cam, expected.maps[0].cam, rtol=1e-6, atol=1e-7)
     assert os.path.getsize(output) > os.path.getsize(plain) * 0.9  # the weights are inside
+
+
+def test_the_written_model_carries_no_unused_constant(tmp_path):
+    source = write_classifier(tmp_path / "classifier.onnx", head="gemm", layout="nhwc", softmax=False)
+    output = tmp_path / "imported.onnx"
+    assert main(["--model", str(source), "--preprocessing", "tf", "--output", str(output)]) == 0
+    graph = onnx.load(str(output)).graph
+    used = {name for node in graph.node for name in node.input}
+    assert [init.name for init in graph.initializer if init.name not in used] == []

@@ -67,7 +67,8 @@ def gradcam_model(
     ]
     del graph.node[:]
     graph.node.extend(pre + nodes + post)
-    graph.initializer.extend(constants + gradient_constants)
+    used = {name for n in graph.node for name in n.input}
+    graph.initializer.extend(c for c in constants + gradient_constants if c.name in used)
     height, width = classifier.input_size
     (h, w), channels, classes = head.map_size, head.channels, classifier.classes
     del graph.input[:]
