@@ -76,14 +76,15 @@ def write_classifier(
     return Path(path)
 
 
-HEADS = ("vgg", "mlp", "convnext", "mobilenet", "squeezenet", "mixed", "nhwc")
+HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "mobilenet", "squeezenet", "mixed", "nhwc")
 
 
 def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: bool = False,
                           layout: str = "nchw") -> Path:
     """conv 3x3 -> relu = `features` [N, 5, 16, 16] (NHWC for head nhwc) -> a general head -> logits.
     vgg: MaxPool, Flatten, Gemm, Relu, Gemm, Relu, Gemm. mlp: GlobalAveragePool, Flatten, Gemm, Relu, Gemm.
-    convnext: GlobalAveragePool, Flatten, LayerNormalization, Gemm. mobilenet: GlobalAveragePool, Conv 1x1,
+    convnext: GlobalAveragePool, Flatten, LayerNormalization, Gemm. layernorm2d (torchvision's ConvNeXt):
+    GlobalAveragePool, Transpose to [N, 1, 1, C], LayerNormalization, Transpose back, Flatten, Gemm. mobilenet: GlobalAveragePool, Conv 1x1,
     HardSwish, Flatten, Gemm. squeezenet: Dropout, Conv 1x1 to classes, Relu, GlobalAveragePool, Flatten.
     mixed: every other op of the set (BatchNormalization, depthwise/grouped/dilated Conv, AveragePool,
     overlapping padded MaxPool, SE-style Mul, Div, Sub, Concat, Clip, LeakyRelu, HardSigmoid, Tanh,
@@ -139,6 +140,14 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
                   node("LayerNormalization", ["flat", "ln.scale", "ln.bias"], ["normed"], name="/norm/LayerNorm",
                        axis=-1, epsilon=1e-6),
                   node("Gemm", ["normed", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+    elif head == "layernorm2d":
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Transpose", ["pooled"], ["pooled_last"], name="/norm/Transpose", perm=[0, 2, 3, 1]),
+                  node("LayerNormalization", ["pooled_last", "ln.scale", "ln.bias"], ["normed_last"],
+                       name="/norm/LayerNorm", axis=-1, epsilon=1e-6),
+                  node("Transpose", ["normed_last"], ["normed"], name="/norm/Transpose_1", perm=[0, 3, 1, 2]),
+                  node("Flatten", ["normed"], ["flat"], name="/Flatten"),
+                  node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
     elif head == "mobilenet":
         nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
                   node("Conv", ["pooled", "se.weight", "se.bias"], ["expanded"], name="/expand/Conv"),

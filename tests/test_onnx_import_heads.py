@@ -9,6 +9,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from export.onnx_import.cli import main
+from export.onnx_import.graph import read_classifier
+from export.onnx_import.head import find_head
 from export.onnx_import.vjp import REGISTRY
 from runtime import Explainer
 from tests.onnx_classifiers import HEADS, SIZE, write_head_classifier
@@ -124,6 +126,15 @@ def test_convnext_head_equals_numpy_forward_and_backward(tmp_path):
             g = w["fc.weight"][outputs["explained_class"][i, k]] * w["ln.scale"]
             d_pooled = (g - g.mean() - normed[i] * (g * normed[i]).mean()) / sigma[i]
             np.testing.assert_allclose(outputs["pooled_gradients"][i, k], d_pooled / (SIZE * SIZE), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("head", ["layernorm2d", "convnext", "mlp", "squeezenet", "vgg"])
+def test_auto_target_is_the_map_the_pooling_reads(tmp_path, head):
+    """Nothing after a global pooling is the auto target: not the pooled vector transposed to [N, 1, 1, C]
+    (torchvision's ConvNeXt LayerNorm2d), which reads as a 1xC map; VGG's MaxPool -> Flatten as before."""
+    classifier = read_classifier(onnx.load(write_head_classifier(tmp_path / "classifier.onnx", head)), "auto", None)
+    chosen = find_head(classifier, "auto")
+    assert (chosen.target, chosen.target_layout) == ("dropped" if head == "squeezenet" else "features", "nchw")
 
 
 def test_squeezenet_head_equals_numpy_backward(tmp_path):

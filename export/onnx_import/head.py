@@ -3,8 +3,12 @@ subgraph from the target tensor to the logits, differentiated by `autodiff.py`.
 
 `--layer auto`: walking back from the logits along each node's first image-dependent input, the first
 4-D tensor with h·w > 1 that is neither a MaxPool/AveragePool output nor a class score map (as many
-channels as classes, SqueezeNet-style): the tensor the pooling and the classifier read. Its layout is
-NHWC when the head reads it with ReduceMean over axes 1, 2 or a Transpose(0, 3, 1, 2), else NCHW."""
+channels as classes, SqueezeNet-style): the tensor the pooling and the classifier read. Nothing
+downstream of a global pooling (GlobalAveragePool/GlobalMaxPool, ReduceMean/ReduceMax over both spatial
+axes, a MaxPool/AveragePool with a 1x1 output) is a candidate: where the path has one, the walk starts
+from the input of the last one (a pooled vector transposed to 1x768x1, ConvNeXt-style, is not a map).
+Its layout is NHWC when the head reads it with ReduceMean over axes 1, 2 or a Transpose(0, 3, 1, 2),
+else NCHW."""
 
 from __future__ import annotations
 
@@ -108,21 +112,40 @@ def head_model(classifier: Classifier, head: LinearHead | GeneralHead) -> tuple[
 
 def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], dependent: set[str]) -> str:
     made_by = producers(classifier.model.graph)
+    constants = _constants(classifier.model)
+    path = []  # (node, the tensor it reads on the walk), from the logits back
     tensor = classifier.logits
-    while True:
-        node = made_by.get(tensor)
-        following = [name for name in node.input if name in dependent and name in floats] if node else []
+    while (node := made_by.get(tensor)) is not None:
+        following = [name for name in node.input if name in dependent and name in floats]
         if not following:
-            raise ExportError("no 4-D tensor with h·w > 1 between the input and the logits: "
-                              "nothing spatial to explain; give one with --layer")
+            break
         tensor = following[0]
+        path.append((node, tensor))
+    pooling = next((i for i, (node, _) in enumerate(path) if _global_pooling(node, shapes, constants)), None)
+    for node, tensor in path[pooling or 0:]:
         shape = shapes.get(tensor) or []
         if len(shape) != 4 or None in shape[1:] or tensor not in made_by or made_by[tensor].op_type in POOLS:
             continue
-        nchw = _layout([node], tensor, _constants(classifier.model)) == "nchw"
+        nchw = _layout([node], tensor, constants) == "nchw"
         channels, area = (shape[1], shape[2] * shape[3]) if nchw else (shape[3], shape[1] * shape[2])
         if area > 1 and channels != classifier.classes:
             return tensor
+    raise ExportError("no 4-D tensor with h·w > 1 between the input and the logits: "
+                      "nothing spatial to explain; give one with --layer")
+
+
+def _global_pooling(node: onnx.NodeProto, shapes: dict, constants: dict) -> bool:
+    """Whether `node` pools a 4-D map over both spatial axes (either layout) to one value per channel."""
+    if node.op_type in ("GlobalAveragePool", "GlobalMaxPool"):
+        return True
+    if node.op_type in POOLS:
+        shape = shapes.get(node.output[0]) or []
+        return len(shape) == 4 and list(shape[2:]) == [1, 1]
+    if node.op_type in ("ReduceMean", "ReduceMax") and len(shapes.get(node.input[0]) or []) == 4:
+        values = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        axes = values.get("axes", constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else None)
+        return axes is not None and sorted(int(a) % 4 for a in np.ravel(axes)) in ([1, 2], [2, 3])
+    return False
 
 
 def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
