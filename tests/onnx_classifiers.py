@@ -226,3 +226,44 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return Path(path)
+
+
+def write_wide_vgg_classifier(path: str | Path, seed: int = 0, width: int = 1024, classes: int = 10) -> Path:
+    """torchvision VGG's head, smaller: conv 3x3 -> relu = `features` [N, 64, 14, 14] -> MaxPool 2x2 ->
+    AveragePool 1x1 (the adaptive 7x7 -> 7x7 pool; no float64 kernel in onnxruntime) -> Flatten ->
+    Gemm 3136 -> `width` -> Relu -> Gemm -> Relu -> Gemm -> `classes` logits. Weights like torch's
+    default init (uniform, ±1/sqrt(fan in)); the ReLU MLP is wide enough for float32 finite differences
+    to be off by more than 1e-2."""
+    rng = np.random.default_rng(seed)
+
+    def linear(rows: int, columns: int) -> tuple[np.ndarray, np.ndarray]:
+        bound = 1 / np.sqrt(columns)
+        return (rng.uniform(-bound, bound, (rows, columns)).astype(np.float32),
+                rng.uniform(-bound, bound, rows).astype(np.float32))
+
+    channels, size = 64, 14
+    arrays = {"conv.weight": rng.uniform(-0.2, 0.2, (channels, 3, 3, 3)).astype(np.float32),
+              "conv.bias": rng.uniform(-0.2, 0.2, channels).astype(np.float32)}
+    arrays["fc1.weight"], arrays["fc1.bias"] = linear(width, channels * 7 * 7)
+    arrays["fc2.weight"], arrays["fc2.bias"] = linear(width, width)
+    arrays["fc3.weight"], arrays["fc3.bias"] = linear(classes, width)
+    node = helper.make_node
+    nodes = [node("Conv", ["input", "conv.weight", "conv.bias"], ["conv_out"], name="/conv/Conv", pads=[1, 1, 1, 1]),
+             node("Relu", ["conv_out"], ["features"], name="/relu/Relu"),
+             node("MaxPool", ["features"], ["pool"], name="/pool/MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+             node("AveragePool", ["pool"], ["avg"], name="/avgpool/AveragePool", kernel_shape=[1, 1], strides=[1, 1]),
+             node("Flatten", ["avg"], ["flat"], name="/Flatten"),
+             node("Gemm", ["flat", "fc1.weight", "fc1.bias"], ["fc1"], name="/fc1/Gemm", transB=1),
+             node("Relu", ["fc1"], ["act1"], name="/act1/Relu"),
+             node("Gemm", ["act1", "fc2.weight", "fc2.bias"], ["fc2"], name="/fc2/Gemm", transB=1),
+             node("Relu", ["fc2"], ["act2"], name="/act2/Relu"),
+             node("Gemm", ["act2", "fc3.weight", "fc3.bias"], ["logits"], name="/fc3/Gemm", transB=1)]
+    graph = helper.make_graph(
+        nodes, "classifier", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        initializer=[numpy_helper.from_array(value, name) for name, value in arrays.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return Path(path)

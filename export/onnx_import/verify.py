@@ -119,10 +119,10 @@ def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> t
 
 def _head_runner(head: onnx.ModelProto, inputs: list[str], logits: str, reference: dict):
     """Run the head on a target value (its other inputs from `reference`) in float64 where
-    onnxruntime has the kernels, else in float32."""
+    onnxruntime has the kernels (ops without one rewritten, `_with_double_kernel`), else in float32."""
     try:
         session, precision = _session(_as_float64(head)), "float64"
-    except Exception:  # an op without a double kernel
+    except Exception:  # an op without a double kernel and no rewrite
         session, precision = _session(head), "float32"
     dtype = np.float64 if precision == "float64" else np.float32
     others = {name: reference[name].astype(dtype) if reference[name].dtype == np.float32 else reference[name]
@@ -159,9 +159,14 @@ def _as_float64(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _with_double_kernel(node: onnx.NodeProto, opset: int, dims: dict[str, list[int]]) -> list[onnx.NodeProto]:
     """`node`, or the same function with ops that have double kernels: GlobalAveragePool as ReduceMean,
-    a plain 1x1 Conv as Einsum (+ bias), HardSigmoid and HardSwish from Mul, Add and Clip."""
+    AveragePool as a sum of strided Slices (`_average_pool`), a plain 1x1 Conv as Einsum (+ bias),
+    HardSigmoid and HardSwish from Mul, Add and Clip."""
     values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     out, make = node.output[0], helper.make_node
+    if node.op_type == "AveragePool" and opset >= 11:
+        rewritten = _average_pool(node, values)
+        if rewritten:
+            return rewritten
     if node.op_type == "GlobalAveragePool":
         if opset >= 18:
             axes = make("Constant", [], [out + "/axes"], value=numpy_helper.from_array(np.array([2, 3], np.int64)))
@@ -186,3 +191,53 @@ def _with_double_kernel(node: onnx.NodeProto, opset: int, dims: dict[str, list[i
                      make("Clip", [out + "/shifted", out + "/zero", out + "/one"], [gate])]
         return rewritten + ([make("Mul", [node.input[0], gate], [out])] if node.op_type == "HardSwish" else [])
     return [node]
+
+
+def _average_pool(node: onnx.NodeProto, values: dict) -> list[onnx.NodeProto]:
+    """AveragePool (explicit or no pads, no dilation, no ceil_mode) as the sum over the kernel's offsets of
+    strided Slices of the (zero-padded) input, divided by the window's size, or, where pads are left out of
+    the count, by the same sum over a padded tensor of ones. [] where the attributes are outside that."""
+    kernel = [int(k) for k in values.get("kernel_shape", [])]
+    rank = len(kernel)
+    strides = [int(s) for s in values.get("strides", [1] * rank)]
+    pads = [int(p) for p in values.get("pads", [0] * 2 * rank)]
+    if (not kernel or values.get("ceil_mode", 0) or set(values.get("dilations", [1])) != {1}
+            or values.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")):
+        return []
+    if values.get("auto_pad") in (b"VALID", "VALID"):
+        pads = [0] * 2 * rank
+    x, out, make = node.input[0], node.output[0], helper.make_node
+    tensor = lambda name, value: make("Constant", [], [out + name], value=numpy_helper.from_array(np.array(value)))
+    nodes = []
+    padded = any(pads)
+    if padded:
+        nodes += [tensor("/pads", np.array([0, 0, *pads[:rank], 0, 0, *pads[rank:]], np.int64)),
+                  make("Pad", [x, out + "/pads"], [out + "/padded"])]
+    source = out + "/padded" if padded else x
+    axes = np.arange(2, 2 + rank, dtype=np.int64)
+    nodes += [tensor("/axes", axes), tensor("/steps", np.array(strides, np.int64))]
+    ends_last = np.iinfo(np.int64).max
+
+    def window_sum(tensor_name: str, tag: str) -> tuple[list[onnx.NodeProto], str]:
+        made, parts = [], []
+        for index, offset in enumerate(np.ndindex(*kernel)):
+            # from the offset, every stride-th element up to padded size - (kernel - 1 - offset)
+            ends = [o - (k - 1) if o < k - 1 else ends_last for o, k in zip(offset, kernel)]
+            name = f"{out}/{tag}{index}"
+            made += [tensor(f"/{tag}{index}/starts", np.array(offset, np.int64)),
+                     tensor(f"/{tag}{index}/ends", np.array(ends, np.int64)),
+                     make("Slice", [tensor_name, name + "/starts", name + "/ends", out + "/axes", out + "/steps"],
+                          [name])]
+            parts.append(name)
+        made.append(make("Sum", parts, [f"{out}/{tag}sum"]))
+        return made, f"{out}/{tag}sum"
+
+    summed, total = window_sum(source, "window")
+    nodes += summed
+    if padded and not values.get("count_include_pad", 0):
+        nodes += [tensor("/zero", 0.0), tensor("/one", 1.0), make("Mul", [x, out + "/zero"], [out + "/zeros"]),
+                  make("Add", [out + "/zeros", out + "/one"], [out + "/ones"]),
+                  make("Pad", [out + "/ones", out + "/pads"], [out + "/ones_padded"])]
+        counted, count = window_sum(out + "/ones_padded", "count")
+        return nodes + counted + [make("Div", [total, count], [out])]
+    return nodes + [tensor("/size", float(np.prod(kernel))), make("Div", [total, out + "/size"], [out])]
