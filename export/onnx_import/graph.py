@@ -32,13 +32,19 @@ class Classifier:
 
 
 @dataclass(frozen=True)
-class LinearHead:
-    """target -> global average pool -> linear layer -> logits."""
+class Head:
+    """The explained tensor, whatever lies between it and the logits."""
 
     target: str
     target_layout: str  # nchw | nhwc
     map_size: tuple[int, int]  # (h, w)
     channels: int
+
+
+@dataclass(frozen=True)
+class LinearHead(Head):
+    """target -> global average pool -> linear layer -> logits."""
+
     weight: str  # the initializer holding the linear layer's matrix
     weight_is_classes_by_channels: bool  # True: [classes, C] (Gemm transB=1); False: [C, classes]
     scale: float  # the layer's alpha / (h·w)

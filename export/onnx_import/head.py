@@ -19,19 +19,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError
-from export.onnx_import.graph import Classifier, LinearHead, _shapes, linear_head, producers
+from export.onnx_import.graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
 
 POOLS = ("MaxPool", "AveragePool")
 
 
 @dataclass(frozen=True)
-class GeneralHead:
+class GeneralHead(Head):
     """target -> any differentiable subgraph -> logits."""
 
-    target: str
-    target_layout: str  # nchw | nhwc
-    map_size: tuple[int, int]  # (h, w)
-    channels: int
     nodes: tuple[onnx.NodeProto, ...]  # from the target to the logits, in graph order
     batched: tuple[str, ...]  # image-dependent float tensors from outside the head that it reads
     shapes: dict  # static shapes of the head's tensors and constants
@@ -90,7 +86,7 @@ def between(graph: onnx.GraphProto, source: str, sink: str) -> list[onnx.NodePro
     return kept[::-1]
 
 
-def head_model(classifier: Classifier, head: LinearHead | GeneralHead) -> tuple[onnx.ModelProto, list[str]]:
+def head_model(classifier: Classifier, head: Head) -> tuple[onnx.ModelProto, list[str]]:
     """The head alone as a model: inputs the target then every other tensor it reads from outside
     (initializers aside); output the logits. Returns (model, input names)."""
     model = classifier.model

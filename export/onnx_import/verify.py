@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import contract
 from export.errors import ExportError
-from export.onnx_import.graph import Classifier, LinearHead
-from export.onnx_import.head import GeneralHead, elem_types, head_model
+from export.onnx_import.graph import Classifier, Head
+from export.onnx_import.head import elem_types, head_model
 
 MAX_RELATIVE_ERROR = 1e-4
 FLOAT32_GRADIENT_LIMIT = 1e-2  # finite differences in float32 (no float64 kernels): rounding and kinks dominate
@@ -20,7 +20,7 @@ STEPS = {"float64": (1e-5, 1e-7), "float32": (1e-2, 3e-3, 1e-3)}  # finite-diffe
 
 
 def self_check(
-    imported: onnx.ModelProto, classifier: Classifier, head: LinearHead | GeneralHead,
+    imported: onnx.ModelProto, classifier: Classifier, head: Head,
     mean: tuple[float, ...], std: tuple[float, ...], bgr: bool, seed: int = 0,
 ) -> dict:
     """Relative error per output; ExportError when one is above its limit."""

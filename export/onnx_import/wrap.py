@@ -7,8 +7,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import contract
-from export.onnx_import.graph import Classifier, LinearHead
-from export.onnx_import.head import GeneralHead
+from export.onnx_import.graph import Classifier, Head, LinearHead
 from export.onnx_import.head_gradients import general_gradients
 
 PREFIX = "onnxcam/"
@@ -22,7 +21,7 @@ PREPROCESSING = {
 
 
 def gradcam_model(
-    classifier: Classifier, head: LinearHead | GeneralHead, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool
+    classifier: Classifier, head: Head, mean: tuple[float, ...], std: tuple[float, ...], bgr: bool
 ) -> onnx.ModelProto:
     """The classifier's graph with preprocessing before it and the contract's outputs after it."""
     model = onnx.ModelProto()
@@ -105,7 +104,7 @@ def _linear_gradients(head: LinearHead) -> list[onnx.NodeProto]:
     ]
 
 
-def _constants(head: LinearHead | GeneralHead, mean, std, bgr: bool) -> list[onnx.TensorProto]:
+def _constants(head: Head, mean, std, bgr: bool) -> list[onnx.TensorProto]:
     order = [2, 1, 0] if bgr else [0, 1, 2]
     h, w = head.map_size
     arrays = {
