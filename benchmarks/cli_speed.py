@@ -27,10 +27,11 @@ GRADCAM_NAME = "resnet50_gradcam.onnx"
 PLAIN_NAME = "resnet50_plain.onnx"
 BATCH_SIZE = 8
 CLI_SETTINGS = {  # name: extra arguments to python -m runtime
-    "cli, defaults": [],
+    "cli, defaults": [],  # top-3 predictions, the top class's overlay (png) and heatmap (full)
     "cli, --method gradcam,layercam": ["--method", "gradcam,layercam"],
     "cli, --overlay-format jpg": ["--overlay-format", "jpg"],
-    "cli, --heatmaps low": ["--heatmaps", "low"],
+    "cli, --explain-top 3": ["--explain-top", "3"],
+    "cli, --explain-top 3, jpg, low": ["--explain-top", "3", "--overlay-format", "jpg", "--heatmaps", "low"],
 }
 TARGETS = {"cli, defaults": 1.2, "cli, --method gradcam,layercam": 1.3}
 PLAIN_CLASSIFICATION = f"""

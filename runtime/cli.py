@@ -44,7 +44,7 @@ outputs, per image and explained class (each image's files appear all together o
       with --heatmaps full (default: the map each overlay shows, exactly); [h, w] at the target
       layer's resolution with --heatmaps low (a few KB, upsample it yourself); none: not written
   OUT/<image stem>_grid.png                                 with --grid: per class, the image then each method
-  <which> is top1, top2, ... for the top-k classes, c<N> for a class given with --class N;
+  <which> is top1 (top2, ... with --explain-top), c<N> for a class given with --class N;
   _<method> follows the label for any method but gradcam alone, so runs of different methods
   never overwrite each other; images of the same stem get -2, -3, ... after the stem; stems too
   long for the file system are shortened
@@ -83,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="the .onnx file written by python -m export.build")
     parser.add_argument("--out", default="out", help="output folder (default: out)")
     parser.add_argument(
-        "--top-k", type=int, help=f"predictions to report and explain (default: {DEFAULT_TOP_K})"
+        "--top-k", type=int, help=f"predictions to report (default: {DEFAULT_TOP_K})"
+    )
+    parser.add_argument(
+        "--explain-top",
+        type=int,
+        metavar="N",
+        help="write maps for the N most probable classes (default: 1, the predicted class)",
     )
     parser.add_argument(
         "--class",
@@ -92,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="N",
-        help="explain these class indices instead of the top-k",
+        help="write maps for these class indices instead",
     )
     parser.add_argument(
         "--device", choices=DEVICES, default="auto", help="auto = CUDA when available (default)"
@@ -211,7 +217,10 @@ def run(args: argparse.Namespace) -> int:
             args.max_channels,
         )
         top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, explainer.card.num_classes)
-        outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index)
+        if args.explain_top is not None and args.class_index is not None:
+            raise UsageError("--explain-top and --class: give one of them")
+        explain_top = args.explain_top if args.explain_top is not None else 1
+        outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index, explain_top)
     except (ModelError, UsageError) as error:
         _report(str(error))
         if created:

@@ -102,13 +102,16 @@ class Explainer:
         images: ImageInput | Sequence[ImageInput],
         top_k: int = 3,
         class_index: int | Sequence[int] | None = None,
+        explain_top: int = 1,
     ) -> Explanation | list[Explanation]:
         """One image (path, bytes or HxWx3 uint8 RGB array) -> an Explanation; a list or tuple
-        -> a list of them. class_index None explains the top_k classes, else the given classes
-        of every image. Raises ImageError for the first image that cannot be used."""
+        -> a list of them. top_k predictions; maps for the explain_top most probable classes
+        (the CAM libraries' and the Keras recipe's default: the top one), or, with class_index,
+        for the given classes of every image. Raises ImageError for the first image that cannot
+        be used."""
         if isinstance(images, (list, tuple)):
-            return [_unwrap(outcome) for outcome in self.explain_each(images, top_k, class_index)]
-        targets = self._targets(top_k, class_index)
+            return [_unwrap(outcome) for outcome in self.explain_each(images, top_k, class_index, explain_top)]
+        targets = self._targets(top_k, class_index, explain_top)
         outcomes = self._outcomes([(describe(images), images)], top_k, targets, (self.method,))
         return _unwrap(next(outcomes)[0])
 
@@ -117,10 +120,12 @@ class Explainer:
         images: Iterable[ImageInput],
         top_k: int = 3,
         class_index: int | Sequence[int] | None = None,
+        explain_top: int = 1,
     ) -> Iterator[Outcome]:
         """One Outcome per image, in order, batched by batch_size: a bad image gives an Outcome
-        with its error and the others go on. Bad top_k or class_index raise UsageError now."""
-        targets = self._targets(top_k, class_index)
+        with its error and the others go on. Bad top_k, class_index or explain_top raise
+        UsageError now."""
+        targets = self._targets(top_k, class_index, explain_top)
         outcomes = self._outcomes(_named(images), top_k, targets, (self.method,))
         return (per_method[0] for per_method in outcomes)
 
@@ -130,6 +135,7 @@ class Explainer:
         methods: Sequence[str],
         top_k: int = 3,
         class_index: int | Sequence[int] | None = None,
+        explain_top: int = 1,
     ) -> Iterator[tuple[Outcome, ...]]:
         """Like explain_each under several methods: per image, one Outcome per method (in the
         order given). Each image is decoded once and each batch runs the model once, fetching what
@@ -139,16 +145,18 @@ class Explainer:
         if not methods:
             raise UsageError("methods: an empty list; give at least one method")
         chosen = tuple(METHODS[method](self._options) for method in methods)
-        return self._outcomes(_named(images), top_k, self._targets(top_k, class_index), chosen)
+        targets = self._targets(top_k, class_index, explain_top)
+        return self._outcomes(_named(images), top_k, targets, chosen)
 
-    def _targets(self, top_k: int, class_index: int | Sequence[int] | None) -> np.ndarray:
+    def _targets(self, top_k: int, class_index: int | Sequence[int] | None, explain_top: int) -> np.ndarray:
         """The class_index row fed to the model: -1 = the k-th most probable class."""
         classes = self.card.num_classes
-        _check_count("top_k", top_k)
-        if not 1 <= top_k <= classes:
-            raise UsageError(f"top_k {top_k}: must be between 1 and the model's {classes} classes")
+        for name, count in (("top_k", top_k), ("explain_top", explain_top)):
+            _check_count(name, count)
+            if not 1 <= count <= classes:
+                raise UsageError(f"{name} {count}: must be between 1 and the model's {classes} classes")
         if class_index is None:
-            return np.full(top_k, -1, dtype=np.int64)
+            return np.full(explain_top, -1, dtype=np.int64)
         if isinstance(class_index, (int, np.integer)):
             indices = [class_index]
         elif isinstance(class_index, (list, tuple, np.ndarray)):

@@ -84,13 +84,15 @@ def assert_each_once(rows: list[dict], good: list[str], bad: list[str]) -> None:
 def test_every_row_once_and_equal_to_the_cli_and_explainer(local_ray, collection, tmp_path, capsys):
     model, good, bad = collection
     output = tmp_path / "out"
-    assert batch(Path(good[0]).parent.parent, "--model", model, "--output", output, "--batch-size", "8") == 1
+    assert batch(Path(good[0]).parent.parent, "--model", model, "--output", output, "--batch-size", "8",
+                 "--explain-top", "3") == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"{GOOD} ok, 10 failed, ")
     rows = results(output)
     assert_each_once(rows, good, bad)
     by_path = {row["path"]: row for row in rows}
     cli = subprocess.run(
-        [sys.executable, "-m", "runtime", *good, "--model", str(model), "--json", "--out", str(tmp_path / "cli")],
+        [sys.executable, "-m", "runtime", *good, "--model", str(model), "--json", "--out", str(tmp_path / "cli"),
+         "--explain-top", "3"],
         capture_output=True, text=True, check=True,
     )
     reports = [json.loads(line) for line in cli.stdout.splitlines()]
@@ -104,7 +106,7 @@ def test_every_row_once_and_equal_to_the_cli_and_explainer(local_ray, collection
         assert [(m["method"], m["class_index"], [m["peak_x"], m["peak_y"]]) for m in row["maps"]] == [
             (m["method"], m["class_index"], m["peak"]) for m in report["maps"]]
     explainer = Explainer(model, "cpu")
-    for outcome in explainer.explain_each(good):
+    for outcome in explainer.explain_each(good, explain_top=3):
         row = by_path[outcome.source]
         assert len(row["maps"]) == len(outcome.explanation.maps) == 3
         for stored, class_map in zip(row["maps"], outcome.explanation.maps):
@@ -199,7 +201,7 @@ def test_a_parquet_list_as_source(local_ray, collection, tmp_path):
     assert batch(listing, "--model", model, "--output", output, "--workers", "1", "--overlays", "--heatmaps") == 1
     rows = results(output)
     assert sorted(row["path"] for row in rows) == sorted(chosen)
-    assert len(list((output / "overlays").glob("*.png"))) == len(list((output / "heatmaps").glob("*.npy"))) == 12 * 3
+    assert len(list((output / "overlays").glob("*.png"))) == len(list((output / "heatmaps").glob("*.npy"))) == 12  # the predicted class's map
     missing = next(row for row in rows if row["path"].endswith("missing.png"))
     assert not missing["ok"] and "cannot read" in missing["error"]
 

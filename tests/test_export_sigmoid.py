@@ -66,7 +66,7 @@ def test_a_multi_label_head_gives_one_sigmoid_per_class(score, tmp_path, capsys)
 
     explainer = Explainer(str(output), device="cpu")
     assert explainer.card.activation == "sigmoid" and explainer.card.score == score
-    result = explainer.explain(PIXELS[0].astype(np.uint8), top_k=2)
+    result = explainer.explain(PIXELS[0].astype(np.uint8), top_k=2, explain_top=2)
     assert [c.index for c in result.predictions] == ranked[0, :2].tolist()
 
 

@@ -70,7 +70,7 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
     (folder / "readme.txt").write_text("not an image, and not picked up from a folder")
     out = tmp_path / "out"
     result = run_cli(
-        folder, cat, "--model", model_path, "--out", out, "--json", "--top-k", "2", "--device", "cpu"
+        folder, cat, "--model", model_path, "--out", out, "--json", "--top-k", "2", "--explain-top", "2", "--device", "cpu"
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [
@@ -151,7 +151,7 @@ def test_each_bad_image_gets_one_line_and_the_others_are_still_written(model_pat
         assert line.startswith(start)
     written = sorted(os.listdir(out))
     assert {name.split("_")[0] for name in written} == {"good", "also"}
-    assert len(written) == 2 * 3 * 2
+    assert len(written) == 2 * 1 * 2  # two images, the predicted class's overlay and heatmap
 
 
 def test_table_output(model_path, tmp_path):
@@ -161,7 +161,7 @@ def test_table_output(model_path, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == str(image)
     assert re.fullmatch(r"\s+0\s+red\s+\d+\.\d\d%", lines[1])
-    assert len(lines) == 1 + 3 + 3 and lines[4].strip().startswith("map #1 red")
+    assert len(lines) == 1 + 3 + 1 and lines[4].strip().startswith("map #1 red")  # top-3, one map by default
     assert str(tmp_path / "out" / "red_top1_red_overlay.png") in lines[4]
 
 
@@ -202,6 +202,8 @@ def corrupt_model(tmp_path: Path) -> Path:
         (lambda tmp, model: ["--model", tmp / "absent.onnx"], "absent.onnx: model file not found"),
         (lambda tmp, model: ["--model", model, "--class", "7"], "class index 7: out of range"),
         (lambda tmp, model: ["--model", model, "--top-k", "9"], "top_k 9: must be between 1"),
+        (lambda tmp, model: ["--model", model, "--explain-top", "0"], "explain_top 0: must be at least 1"),
+        (lambda tmp, model: ["--model", model, "--explain-top", "2", "--class", "1"], "--explain-top and --class: give one"),
         (lambda tmp, model: ["--model", model, "--batch-size", "0"], "batch size 0: must be at least 1"),
         (lambda tmp, model: ["--model", model, "--max-channels", "0"], "max channels 0: must be at least 1"),
         (
@@ -300,7 +302,7 @@ def test_several_methods_name_their_files_and_grid_writes_one_contact_sheet(mode
     image = save(tmp_path / "red.png", blob_image(60, 90, RED_BOX))
     out = tmp_path / "out"
     methods = ["gradcam", "scorecam", "eigencam"]
-    arguments = [str(image), "--model", str(model_path), "--out", str(out), "--top-k", "2", "--grid"]
+    arguments = [str(image), "--model", str(model_path), "--out", str(out), "--top-k", "2", "--explain-top", "2", "--grid"]
     assert main([*arguments, "--method", ",".join(methods), "--json"]) == 0
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
@@ -318,7 +320,7 @@ def test_several_methods_name_their_files_and_grid_writes_one_contact_sheet(mode
     grid = cv2.cvtColor(cv2.imread(report["grid"]), cv2.COLOR_BGR2RGB)
     tile_width = 90 * render.SHEET_TILE_HEIGHT // 60
     assert grid.shape == (2 * render.SHEET_TILE_HEIGHT, (1 + 3) * tile_width, 3)  # a row per class
-    explanation = Explainer(model_path, device="cpu", method="scorecam").explain(blob_image(60, 90, RED_BOX))
+    explanation = Explainer(model_path, device="cpu", method="scorecam").explain(blob_image(60, 90, RED_BOX), explain_top=2)
     scorecam_tile = grid[render.SHEET_TILE_HEIGHT :, 2 * tile_width : 3 * tile_width]  # 2nd class, 2nd method
     np.testing.assert_array_equal(
         scorecam_tile, render.contact_sheet([[("scorecam", explanation.overlays[1])]])

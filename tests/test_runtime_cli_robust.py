@@ -62,7 +62,7 @@ def test_a_write_failure_fails_that_image_only_and_names_it(model_path, tmp_path
 
     monkeypatch.setattr(cli, "encoded_image", fails_for_wide_images)
     out = tmp_path / "out"
-    assert main([str(wide), str(good), "--model", str(model_path), "--out", str(out), "--json"]) == 1
+    assert main([str(wide), str(good), "--model", str(model_path), "--out", str(out), "--json", "--explain-top", "3"]) == 1
     captured = capsys.readouterr()
     assert f"onnxcam: {wide}: cannot write outputs (MemoryError: " in captured.err
     assert "run failed" not in captured.err
@@ -85,7 +85,8 @@ def test_a_failing_model_run_is_blamed_on_the_model_and_earlier_images_are_kept(
 
     monkeypatch.setattr(Explainer, "_outputs_and_maps", fails_second_time)
     out = tmp_path / "out"
-    arguments = [*map(str, images), "--model", str(model_path), "--out", str(out), "--batch-size", "2", "--json"]
+    arguments = [*map(str, images), "--model", str(model_path), "--out", str(out), "--batch-size", "2", "--json",
+                 "--explain-top", "3"]
     assert main(arguments) == 1
     captured = capsys.readouterr()
     assert f"onnxcam: {model_path}: run failed (RuntimeError: onnxruntime: out of memory)" in captured.err
@@ -105,7 +106,7 @@ def test_disk_full_in_the_middle_of_an_image_leaves_none_of_its_files(model_path
     monkeypatch.setattr(writer, "open", third_file_of_b_hits_a_full_disk, raising=False)
     monkeypatch.setattr(cli, "WRITER_THREADS", 1)  # one writer: a's set, then b's
     out = tmp_path / "out"
-    assert main([*map(str, images), "--model", str(model_path), "--out", str(out)]) == 1
+    assert main([*map(str, images), "--model", str(model_path), "--out", str(out), "--explain-top", "3"]) == 1
     assert f"{images[1]}: cannot write outputs (OSError: [Errno 28] No space left on device)" in capsys.readouterr().err
     assert files_per_stem(out) == {"a": 6}  # no part of b, no temporary file
 
@@ -135,7 +136,8 @@ def test_names_that_are_not_utf8_or_hold_newlines_are_escaped_and_explained(mode
     broken = folder / "bad\nname.png"
     broken.write_bytes(b"not a png")
     result = subprocess.run(
-        [sys.executable, "-m", "runtime", str(folder), "--model", str(model_path), "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "runtime", str(folder), "--model", str(model_path), "--out", str(tmp_path / "out"),
+         "--explain-top", "3"],
         cwd=REPO, capture_output=True, env=os.environ | {"PYTHONIOENCODING": "utf-8"}, timeout=120,
     )
     stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
@@ -151,7 +153,7 @@ def test_a_very_long_file_name_is_shortened_and_kept_unique(model_path, tmp_path
     stems = ["x" * 236, "x" * 235 + "y"]  # 240-byte names, the same for the first 127 bytes
     images = [save(tmp_path / f"{stem}.png", blob_image(40, 40, (0, 0, 9, 9))) for stem in stems]
     out = tmp_path / "out"
-    assert main([*map(str, images), "--model", str(model_path), "--out", str(out), "--json"]) == 0
+    assert main([*map(str, images), "--model", str(model_path), "--out", str(out), "--json", "--explain-top", "3"]) == 0
     reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     names = [Path(m["overlay"]).name for report in reports for m in report["maps"]]
     assert len(set(names)) == 6 and all(len(name.encode()) <= 255 for name in os.listdir(out))
@@ -187,7 +189,8 @@ def test_a_signal_mid_run_leaves_only_whole_image_sets(model_path, tmp_path, sig
     images = many_images(tmp_path / "photos", 400)
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "runtime", str(tmp_path / "photos"), "--model", str(model_path), "--out", str(out)],
+        [sys.executable, "-m", "runtime", str(tmp_path / "photos"), "--model", str(model_path), "--out", str(out),
+         "--explain-top", "3"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
@@ -225,7 +228,9 @@ FLAGS = [  # flag and value given, Explainer.__init__ or explain_methods argumen
     (["--class", "2", "1"], "class_index", [2, 1]),
     (["--top-k", "2"], "top_k", 2),
     (["--method", "layercam,eigencam"], "methods", ["layercam", "eigencam"]),
+    (["--explain-top", "2"], "explain_top", 2),
     ([], "top_k", 3),  # the default top-k
+    ([], "explain_top", 1),  # the default: the predicted class's map only
 ]
 
 
@@ -268,9 +273,9 @@ def test_each_overlay_and_heatmap_file_is_its_own_maps(model_path, tmp_path, cap
     image[35:55, 5:30] = (0, 0, 255)  # a blue box too: the red and blue maps differ
     path = save(tmp_path / "red.png", image)
     out = tmp_path / "out"
-    assert main([str(path), "--model", str(model_path), "--out", str(out), "--json", "--top-k", "3"]) == 0
+    assert main([str(path), "--model", str(model_path), "--out", str(out), "--json", "--explain-top", "3"]) == 0
     maps = json.loads(capsys.readouterr().out)["maps"]
-    explanation = Explainer(model_path, device="cpu").explain(image, top_k=3)
+    explanation = Explainer(model_path, device="cpu").explain(image, explain_top=3)
     for k, entry in enumerate(maps):
         written = cv2.cvtColor(cv2.imread(entry["overlay"]), cv2.COLOR_BGR2RGB)
         np.testing.assert_array_equal(written, explanation.overlays[k])

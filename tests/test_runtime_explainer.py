@@ -1,5 +1,6 @@
 """The Python API: inputs, predictions, maps, class choice, batching, threads, providers."""
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -47,7 +48,7 @@ def assert_same(first: Explanation, second: Explanation) -> None:
 
 def test_explains_the_top_k_of_one_image(explainer):
     image = blob_image(60, 90, RED_BOX)
-    explanation = explainer.explain(image, top_k=3)
+    explanation = explainer.explain(image, top_k=3, explain_top=3)
     assert explanation.source == "<array>"
     np.testing.assert_array_equal(explanation.image, image)
     assert [p.label for p in explanation.predictions][0] == "red"
@@ -66,8 +67,24 @@ def test_explains_the_top_k_of_one_image(explainer):
     assert red.heatmap[50:, :40].max() == 0  # far from the blob: nothing
 
 
+def test_by_default_three_predictions_and_the_map_of_the_first(explainer):
+    explanation = explainer.explain(blob_image(60, 90, RED_BOX))
+    assert len(explanation.predictions) == 3
+    assert [(m.class_index, m.rank) for m in explanation.maps] == [(explanation.predictions[0].index, 1)]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"explain_top": 0}, "explain_top 0: must be at least 1"),
+    ({"explain_top": 5}, "explain_top 5: must be between 1 and the model's 4 classes"),
+    ({"explain_top": 2.0}, "explain_top 2.0: not an integer"),
+])
+def test_a_bad_explain_top_is_refused(explainer, kwargs, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        explainer.explain(blob_image(60, 90, RED_BOX), **kwargs)
+
+
 def test_overlays_blend_each_heatmap_into_the_image(explainer):
-    explanation = explainer.explain(blob_image(60, 90, RED_BOX), top_k=2)
+    explanation = explainer.explain(blob_image(60, 90, RED_BOX), explain_top=2)
     overlays = explanation.overlays
     assert len(overlays) == 2
     for overlay in overlays:
@@ -168,9 +185,9 @@ def test_a_bad_image_in_a_list_does_not_stop_the_others(explainer, tmp_path):
 
 def test_threads_give_the_same_results_as_serial_use(explainer):
     images = mixed_images()
-    serial = [explainer.explain(image, top_k=2) for image in images]
+    serial = [explainer.explain(image, top_k=2, explain_top=2) for image in images]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        threaded = list(pool.map(lambda image: explainer.explain(image, top_k=2), images * 2))
+        threaded = list(pool.map(lambda image: explainer.explain(image, top_k=2, explain_top=2), images * 2))
     for a, b in zip(serial * 2, threaded, strict=True):
         assert_same(a, b)
 
@@ -275,8 +292,8 @@ def test_aug_smooth_runs_flips_and_intensities_of_the_same_classes(model_path):
     explainer = Explainer(model_path, device="cpu", aug_smooth=True)
     explainer._session = recording = RecordingSession(explainer._session)
     image = blob_image(32, 32, (3, 20, 11, 30), (0, 255, 0))  # asymmetric: bottom left
-    smooth = explainer.explain(image, top_k=2)
-    plain = Explainer(model_path, device="cpu").explain(image, top_k=2)
+    smooth = explainer.explain(image, top_k=2, explain_top=2)
+    plain = Explainer(model_path, device="cpu").explain(image, top_k=2, explain_top=2)
     assert len(recording.runs) == len(AUGMENTATIONS) == 6
     first_feeds = recording.runs[0][1]
     explained = np.array([[m.class_index for m in plain.maps]])

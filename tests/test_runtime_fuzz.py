@@ -89,7 +89,7 @@ def test_mutated_images_through_explain_each(explainer):
         warnings.simplefilter("ignore")
         while time.monotonic() < deadline:
             batch = [next(stream) for _ in range(16)]
-            for position, outcome in enumerate(explainer.explain_each(batch, top_k=2)):
+            for position, outcome in enumerate(explainer.explain_each(batch, top_k=2, explain_top=2)):
                 count += 1
                 assert outcome.source == f"<bytes #{position}>"
                 if outcome.error is not None:

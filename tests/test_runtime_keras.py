@@ -29,7 +29,7 @@ def test_resnet50_heatmaps_equal_tensorflow_grad_cam(resnet50_export, random_res
         image = np.random.default_rng(9).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     else:
         image = cv2.resize(skimage.data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA)
-    explanation = Explainer(resnet50_export.onnx_path, device="cpu").explain(image, top_k=3)
+    explanation = Explainer(resnet50_export.onnx_path, device="cpu").explain(image, top_k=3, explain_top=3)
     classes = [class_map.class_index for class_map in explanation.maps]
     assert classes == [prediction.index for prediction in explanation.predictions]
     expected = tensorflow_heatmaps(random_resnet50, "conv5_block3_out", "caffe", image, classes)

@@ -45,7 +45,7 @@ def peak_traced(work) -> tuple[object, int]:
 
 def test_a_batch_of_large_images_holds_no_full_size_array_per_image(explainer):
     inputs = large_pngs()
-    outcomes, peak = peak_traced(lambda: list(explainer.explain_each(inputs, top_k=TOP_K)))
+    outcomes, peak = peak_traced(lambda: list(explainer.explain_each(inputs, explain_top=TOP_K)))
     assert all(outcome.error is None for outcome in outcomes)
     assert peak < ONE_IMAGE, f"{peak / 2**20:.0f} MiB traced for a batch of {IMAGES} images"
     explanation = outcomes[-1].explanation  # the maps are still there, at the original size
@@ -54,7 +54,7 @@ def test_a_batch_of_large_images_holds_no_full_size_array_per_image(explainer):
 
 
 def test_writing_an_image_renders_one_map_at_a_time(explainer, tmp_path):
-    explanation = explainer.explain(large_pngs()[0], top_k=TOP_K)
+    explanation = explainer.explain(large_pngs()[0], explain_top=TOP_K)
     options = OutputOptions(str(tmp_path), False, False, "png", "full", False)
     (paths, _), peak = peak_traced(lambda: write_image([explanation], "large", options))
     assert peak < ONE_IMAGE, f"{peak / 2**20:.0f} MiB traced to write one image"

@@ -276,14 +276,14 @@ def test_several_methods_share_one_decode_and_one_run_per_batch(model_path, opti
     runs = record_runs(explainer)
     images = [blob_image(32, 32, (0, 0, 8, 8)), b"not an image", blob_image(40, 48, (20, 4, 28, 12), (0, 255, 0))]
     methods = ["gradcam", "layercam", "eigencam"]
-    per_image = list(explainer.explain_methods(images, methods, top_k=2))
+    per_image = list(explainer.explain_methods(images, methods, top_k=2, explain_top=2))
     assert len(runs) == 2 * (6 if options else 1)  # batches [image 0, bad image], [image 2]
     union = [contract.OUTPUT_CAM, contract.OUTPUT_FEATURE_MAPS, contract.OUTPUT_GRADIENTS]
     assert runs[0] == [contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, *union]
     assert [outcome.error is None for outcome in per_image[1]] == [False] * 3
     for index in (0, 2):
         for method, outcome in zip(methods, per_image[index], strict=True):
-            alone = explainer.with_method(method).explain(images[index], top_k=2)
+            alone = explainer.with_method(method).explain(images[index], top_k=2, explain_top=2)
             assert outcome.explanation.method == method
             together = outcome.explanation.predictions
             assert [p.index for p in together] == [p.index for p in alone.predictions]
@@ -333,7 +333,7 @@ def test_predictions_follow_the_graphs_order_when_probabilities_tie(model_path):
         return outputs
 
     explainer._fetch = tied
-    explanation = explainer.explain(blob_image(32, 32, (0, 0, 8, 8)), top_k=2)
+    explanation = explainer.explain(blob_image(32, 32, (0, 0, 8, 8)), top_k=2, explain_top=2)
     assert [p.index for p in explanation.predictions] == [2, 3]
     assert [(m.class_index, m.rank) for m in explanation.maps] == [(2, 1), (3, 2)]
 

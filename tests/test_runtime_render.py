@@ -115,3 +115,11 @@ def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch)
         render.save_npy(target, np.ones(3))
     np.testing.assert_array_equal(np.load(target), np.zeros(3))
     assert os.listdir(tmp_path) == ["h.npy"]
+
+
+def test_the_overlay_blend_equals_the_float_formula_for_every_colour_level_and_pixel_value():
+    levels = np.repeat(np.arange(256, dtype=np.uint8), 256).reshape(256, 256)
+    pixels = np.tile(np.arange(256, dtype=np.uint8), 256).reshape(256, 256, 1).repeat(3, axis=2)
+    heat = levels.astype(np.float32) / 255  # rint(heat * 255) gives back each level
+    expected = np.clip(np.rint(render.JET_RGB[levels, 0].astype(np.float64) * 0.4 + pixels), 0, 255)
+    np.testing.assert_array_equal(render.overlay(pixels, heat), expected.astype(np.uint8))

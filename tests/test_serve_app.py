@@ -75,10 +75,11 @@ def test_not_ready_without_a_service():
 
 def test_explain_raw_body_equals_the_explainer(client, explainer):
     image = red_blob_png()
-    response = client.post("/v1/explain?top_k=2", content=image)
+    response = client.post("/v1/explain?top_k=2&explain_top=2", content=image)
     assert response.status_code == 200, response.text
     document = response.json()
-    expected = explainer.explain(image, top_k=2)
+    expected = explainer.explain(image, top_k=2, explain_top=2)
+    assert len(document["predictions"]) == len(document["maps"]) == 2
     assert document["predictions"][0]["label"] == "red"
     assert_matches(document, expected)
     assert document["model"] == {"sha256": "0" * 64, "layer": "average_pool", "weights": explainer.card.weights}
@@ -134,6 +135,9 @@ def test_accept_png_returns_the_first_overlay(client, explainer):
         ("?class=-1", red_blob_png(), "class_out_of_range"),
         ("?top_k=0", red_blob_png(), "bad_top_k"),
         ("?top_k=two", red_blob_png(), "bad_parameter"),
+        ("?explain_top=0", red_blob_png(), "bad_explain_top"),
+        ("?explain_top=5", red_blob_png(), "bad_explain_top"),
+        ("?explain_top=2&class=1", red_blob_png(), "bad_parameter"),
         ("?aug_smooth=maybe", red_blob_png(), "bad_parameter"),
         ("?include=everything", red_blob_png(), "bad_include"),
     ],
@@ -240,7 +244,7 @@ def test_queue_full_is_503_and_timeout_is_504(model_path):
 def test_concurrent_requests_share_runs_and_get_their_own_settings(explainer):
     service = Service(explainer, Limits(max_batch_size=8, max_wait_ms=200))
     images = [png_bytes(np.full((24 + i, 30, 3), (40 * i, 255 - 30 * i, 100), dtype=np.uint8)) for i in range(6)]
-    queries = ["?top_k=1", "?top_k=2", "?class=3", "?top_k=1", "?method=hirescam", "?top_k=2"]
+    queries = ["?top_k=1", "?top_k=2&explain_top=2", "?class=3", "?top_k=1", "?method=hirescam", "?top_k=2"]
     responses = asyncio.run(post_all(create_app(service), list(zip(images, queries))))
     for response, image, query in zip(responses, images, queries):
         assert response.status_code == 200, response.text
@@ -250,7 +254,7 @@ def test_concurrent_requests_share_runs_and_get_their_own_settings(explainer):
             assert_matches(response.json(), explainer.with_method("hirescam").explain(image), "hirescam")
             continue
         else:
-            expected = explainer.explain(image, top_k=int(query[-1]))
+            expected = explainer.explain(image, top_k=int(query[7]), explain_top=2 if "explain_top=2" in query else 1)
         assert_matches(response.json(), expected)
     metrics = TestClient(create_app(service)).get("/metrics").text
     assert "onnxcam_batch_size_count 1.0" in metrics  # six requests, one gathered batch

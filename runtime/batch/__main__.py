@@ -29,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, metavar="DIR", help="results/, manifest.json (local or a URI)")
     parser.add_argument("--ray-address", help="an existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--method", type=method_list, default=["gradcam"], metavar="M[,M...]")
-    parser.add_argument("--top-k", type=int, help="predictions to report and explain (default: 3)")
-    parser.add_argument("--class", dest="class_index", type=int, nargs="+", action="extend", metavar="N")
+    parser.add_argument("--top-k", type=int, help="predictions to report (default: 3)")
+    parser.add_argument("--explain-top", type=int, metavar="N",
+                        help="maps for the N most probable classes (default: 1, the predicted class)")
+    parser.add_argument("--class", dest="class_index", type=int, nargs="+", action="extend", metavar="N",
+                        help="maps for these class indices instead")
     parser.add_argument("--overlays", action="store_true", help="also write DIR/overlays/*.png")
     parser.add_argument("--heatmaps", action="store_true", help="also write DIR/heatmaps/*.npy")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model run and per shard (default 8)")
@@ -73,7 +76,10 @@ def run(args: argparse.Namespace, job) -> int:
             raise UsageError(f"workers {args.workers}: must be at least 1")
         checker = Explainer(args.model, "cpu", args.batch_size, args.max_pixels, args.method[0])
         top_k = args.top_k if args.top_k is not None else min(3, checker.card.num_classes)
-        checker._targets(top_k, args.class_index)
+        if args.explain_top is not None and args.class_index is not None:
+            raise UsageError("--explain-top and --class: give one of them")
+        explain_top = args.explain_top if args.explain_top is not None else 1
+        checker._targets(top_k, args.class_index, explain_top)
     except (sources.SourceError, ModelError, UsageError) as error:
         _report(str(error))
         return EXIT_CANNOT_START
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace, job) -> int:
         return EXIT_CANNOT_START
     card = checker.card
     model = {"name": card.model, "layers": list(card.layers), "weights_sha256": card.weights.get("sha256")}
-    settings = {"method": args.method, "top_k": top_k, "class_index": args.class_index,
+    settings = {"method": args.method, "top_k": top_k, "explain_top": explain_top, "class_index": args.class_index,
                 "max_pixels": args.max_pixels, "overlays": args.overlays, "heatmaps": args.heatmaps}
     fs, root = sources.filesystem(args.output)
     done = job.written(fs, root)
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace, job) -> int:
             f"Ray ready in {ray_seconds:.1f} s")
     settings_for_actors = job.Settings(
         args.model, args.device, args.batch_size, args.max_pixels, tuple(args.method), top_k,
-        tuple(args.class_index) if args.class_index else None, args.output, run_number,
+        explain_top, tuple(args.class_index) if args.class_index else None, args.output, run_number,
         args.overlays, args.heatmaps)
     started = time.perf_counter()
     job.run(todo, settings_for_actors, workers)

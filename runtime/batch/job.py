@@ -48,6 +48,7 @@ class Settings:
     max_pixels: int
     methods: tuple[str, ...]
     top_k: int
+    explain_top: int
     class_index: tuple[int, ...] | None
     output: str  # the output folder's URI
     run: int
@@ -111,7 +112,8 @@ class ShardExplainer:
         s = self.settings
         try:
             outcomes = self.explainer.explain_methods(
-                [data for _, data in readable], s.methods, s.top_k, list(s.class_index) if s.class_index else None
+                [data for _, data in readable], s.methods, s.top_k, list(s.class_index) if s.class_index else None,
+                s.explain_top,
             )
             for (position, _), per_method in zip(readable, outcomes, strict=True):
                 rows[position] = self.row(group, position, paths[position], per_method)

@@ -130,7 +130,7 @@ def evaluate(
                              lambda error: (results.skipped.append(str(error)), on_error(error)))
     while chunk := list(itertools.islice(decoded, batch)):
         arrays = [image for _, _, image in chunk]
-        outcomes = list(explainer.explain_methods(arrays, methods, top_k, class_index))
+        outcomes = list(explainer.explain_methods(arrays, methods, top_k, class_index, explain_top=top_k))
         for (source, original, image), per_method in zip(chunk, outcomes, strict=True):
             index = results.images
             results.images += 1

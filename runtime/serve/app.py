@@ -101,6 +101,11 @@ def parse_settings(request: Request, num_classes: int) -> tuple[Settings, tuple[
     top_k = parse_int("top_k", query.get("top_k", "3"))
     if not 1 <= top_k <= num_classes:
         raise HTTPError(422, "bad_top_k", f"top_k {top_k}: must be between 1 and the model's {num_classes} classes")
+    explain_top = parse_int("explain_top", query.get("explain_top", "1"))
+    if not 1 <= explain_top <= num_classes:
+        raise HTTPError(
+            422, "bad_explain_top", f"explain_top {explain_top}: must be between 1 and the model's {num_classes} classes"
+        )
     classes = tuple(parse_int("class", c) for raw in query.getlist("class") for c in raw.split(",") if c.strip())
     for index in classes:
         if not 0 <= index < num_classes:
@@ -111,9 +116,12 @@ def parse_settings(request: Request, num_classes: int) -> tuple[Settings, tuple[
     for item in include:
         if item not in INCLUDES:
             raise HTTPError(422, "bad_include", f"include {item!r}: unknown; use heatmap and/or overlay")
+    if classes and "explain_top" in query:
+        raise HTTPError(422, "bad_parameter", "explain_top and class: give one of them")
     settings = Settings(
         methods=tuple(dict.fromkeys(methods)),
         top_k=top_k,
+        explain_top=explain_top,
         classes=classes or None,
         aug_smooth=parse_flag("aug_smooth", query.get("aug_smooth")),
         eigen_smooth=parse_flag("eigen_smooth", query.get("eigen_smooth")),

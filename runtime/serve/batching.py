@@ -17,6 +17,7 @@ class Settings:
 
     methods: tuple[str, ...]
     top_k: int
+    explain_top: int
     classes: tuple[int, ...] | None
     aug_smooth: bool
     eigen_smooth: bool
@@ -44,7 +45,7 @@ def run_group(explainer: Explainer, images: list[np.ndarray], settings: Settings
     """One explain_methods call for images that share settings: per image, one Outcome per method."""
     chosen = variant(explainer, settings.aug_smooth, settings.eigen_smooth)
     classes = list(settings.classes) if settings.classes is not None else None
-    return list(chosen.explain_methods(images, settings.methods, settings.top_k, classes))
+    return list(chosen.explain_methods(images, settings.methods, settings.top_k, classes, settings.explain_top))
 
 
 class Batcher:
