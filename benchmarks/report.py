@@ -33,6 +33,13 @@ on a GPU with onnxruntime-gpu). One section per device; each section is one run 
 and every figure in it was measured in that run (a run rewrites its own device's section only).
 Raw figures: `benchmarks/results.json` (CPU), `benchmarks/results-cuda.json` (GPU).
 
+Other benchmarks, each with its own page, command, date and machine:
+[benchmarks/all_models.md](benchmarks/all_models.md) (every built-in model exported and timed,
+`python -m benchmarks.all_models`), [benchmarks/torch_compare.md](benchmarks/torch_compare.md)
+(the ONNX import against PyTorch autograd and pytorch-grad-cam, `python -m benchmarks.torch_compare`),
+[benchmarks/onnx_import.md](benchmarks/onnx_import.md) (the ONNX import on Keras applications converted
+by tf2onnx, against the Keras path: time, memory, size, latency, parity; `python -m benchmarks.onnx_import`).
+
 How: ResNet50 with random weights (`keras.utils.set_random_seed(0)`, as `python -m export.build
 --weights none` builds it); images are `examples/cat.jpg` (451x300), shifted so that each one in a
 batch differs, resized to 224x224 as the runtime resizes them; the top class is explained. Each

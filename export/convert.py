@@ -325,3 +325,22 @@ def convert(
     if produced != sorted(outputs):
         raise ExportError(f"the converted graph has outputs {produced}, expected {sorted(outputs)}")
     return model
+
+
+def convert_bare(model: keras.Model, opset: int, input_name: str = "input") -> onnx.ModelProto:
+    """The bare Keras model (no onnxcam wrapper: its own preprocessing-free input, its logits out) as
+    anyone would convert it for the ONNX import: `tf2onnx.convert.from_keras` with a dynamic batch.
+    With this module's op handlers (Keras' exact GELU uses Erfc, which tf2onnx 1.17 leaves unconverted)
+    and grouped convolutions run as depthwise ones (ConvNeXt's, which tf2onnx cannot see into)."""
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    height, width, channels = model.input_shape[1:]
+    signature = [tf.TensorSpec([None, height, width, channels], tf.float32, name=input_name)]
+    release_memory()
+    with depthwise_grouped_convolutions():
+        converted, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset,
+                                                  custom_op_handlers=HANDLERS)
+    release_memory()
+    unconverted = sorted({node.op_type for node in converted.graph.node if not onnx.defs.has(node.op_type, node.domain)})
+    if unconverted:
+        raise ExportError(f"tf2onnx left TensorFlow ops it cannot convert: {', '.join(unconverted)}")
+    return converted

@@ -76,7 +76,7 @@ def write_classifier(
     return Path(path)
 
 
-HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "mobilenet", "squeezenet", "mixed", "nhwc")
+HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "keras_layernorm", "mobilenet", "squeezenet", "mixed", "nhwc")
 
 
 def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: bool = False,
@@ -84,7 +84,9 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
     """conv 3x3 -> relu = `features` [N, 5, 16, 16] (NHWC for head nhwc) -> a general head -> logits.
     vgg: MaxPool, Flatten, Gemm, Relu, Gemm, Relu, Gemm. mlp: GlobalAveragePool, Flatten, Gemm, Relu, Gemm.
     convnext: GlobalAveragePool, Flatten, LayerNormalization, Gemm. layernorm2d (torchvision's ConvNeXt):
-    GlobalAveragePool, Transpose to [N, 1, 1, C], LayerNormalization, Transpose back, Flatten, Gemm. mobilenet: GlobalAveragePool, Conv 1x1,
+    GlobalAveragePool, Transpose to [N, 1, 1, C], LayerNormalization, Transpose back, Flatten, Gemm.
+    keras_layernorm (Keras' ConvNeXt head as tf2onnx writes it): GlobalAveragePool, Squeeze, the norm from
+    ReduceMean, Neg, Sub, Mul, Add, Sqrt, Reciprocal, then MatMul + Add. mobilenet: GlobalAveragePool, Conv 1x1,
     HardSwish, Flatten, Gemm. squeezenet: Dropout, Conv 1x1 to classes, Relu, GlobalAveragePool, Flatten.
     mixed: every other op of the set (BatchNormalization, depthwise/grouped/dilated Conv, AveragePool,
     overlapping padded MaxPool, SE-style Mul, Div, Sub, Concat, Clip, LeakyRelu, HardSigmoid, Tanh,
@@ -148,6 +150,26 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
                   node("Transpose", ["normed_last"], ["normed"], name="/norm/Transpose_1", perm=[0, 3, 1, 2]),
                   node("Flatten", ["normed"], ["flat"], name="/Flatten"),
                   node("Gemm", ["flat", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+    elif head == "keras_layernorm":  # Keras' LayerNormalization as tf2onnx writes it (tf.nn.moments, rsqrt)
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Squeeze", ["pooled", "i64_axes_23"], ["flat"], name="/pool/Squeeze"),
+                  node("ReduceMean", ["flat"], ["mean"], name="/norm/moments/mean", axes=[1], keepdims=1),
+                  node("Neg", ["mean"], ["minus_mean"], name="/norm/Neg"),
+                  node("Sub", ["flat", "mean"], ["centred"], name="/norm/moments/SquaredDifference"),
+                  node("Mul", ["centred", "centred"], ["squared"], name="/norm/moments/SquaredDifference_1"),
+                  node("ReduceMean", ["squared"], ["variance"], name="/norm/moments/variance", axes=[1], keepdims=1),
+                  node("Add", ["variance", "f_epsilon"], ["variance_eps"], name="/norm/add"),
+                  node("Sqrt", ["variance_eps"], ["sigma"], name="/norm/Rsqrt"),
+                  node("Reciprocal", ["sigma"], ["inverse"], name="/norm/Rsqrt_1"),
+                  node("Mul", ["inverse", "ln.scale"], ["factor"], name="/norm/mul"),
+                  node("Mul", ["flat", "factor"], ["scaled"], name="/norm/mul_2"),
+                  node("Mul", ["minus_mean", "factor"], ["offset"], name="/norm/mul_1"),
+                  node("Add", ["offset", "ln.bias"], ["offset_bias"], name="/norm/add_1"),
+                  node("Add", ["scaled", "offset_bias"], ["normed"], name="/norm/add_2"),
+                  node("MatMul", ["normed", "fc.weight_t"], ["product"], name="/logits/MatMul"),
+                  node("Add", ["product", "fc.bias"], ["logits"], name="/logits/Add")]
+        arrays |= {"i64_axes_23": np.array([2, 3], np.int64), "f_epsilon": np.array(1e-3, np.float32),
+                   "fc.weight_t": np.ascontiguousarray(arrays["fc.weight"].T)}
     elif head == "mobilenet":
         nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
                   node("Conv", ["pooled", "se.weight", "se.bias"], ["expanded"], name="/expand/Conv"),

@@ -112,12 +112,15 @@ def test_vgg_head_equals_numpy_forward_and_backward(tmp_path):
             np.testing.assert_allclose(_nchw_gradients(outputs, "vgg")[i, k], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_convnext_head_equals_numpy_forward_and_backward(tmp_path):
-    source, outputs = _import(tmp_path, "convnext")
+@pytest.mark.parametrize("head,epsilon", [("convnext", 1e-6), ("keras_layernorm", 1e-3)])
+def test_convnext_head_equals_numpy_forward_and_backward(tmp_path, head, epsilon):
+    source, outputs = _import(tmp_path, head)
     w = _weights(source)
+    if "fc.weight_t" in w:  # keras_layernorm's MatMul reads the matrix transposed
+        w["fc.weight"] = w["fc.weight_t"].T
     pooled = outputs["feature_maps"].astype(np.float64).mean(axis=(1, 2))  # [N, C]
     mean = pooled.mean(1, keepdims=True)
-    sigma = np.sqrt(((pooled - mean) ** 2).mean(1, keepdims=True) + 1e-6)
+    sigma = np.sqrt(((pooled - mean) ** 2).mean(1, keepdims=True) + epsilon)
     normed = (pooled - mean) / sigma
     logits = (normed * w["ln.scale"] + w["ln.bias"]) @ w["fc.weight"].T + w["fc.bias"]
     np.testing.assert_allclose(outputs["score"], np.take_along_axis(logits, outputs["explained_class"], 1), rtol=1e-4)
@@ -128,7 +131,7 @@ def test_convnext_head_equals_numpy_forward_and_backward(tmp_path):
             np.testing.assert_allclose(outputs["pooled_gradients"][i, k], d_pooled / (SIZE * SIZE), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("head", ["layernorm2d", "convnext", "mlp", "squeezenet", "vgg"])
+@pytest.mark.parametrize("head", ["layernorm2d", "convnext", "keras_layernorm", "mlp", "squeezenet", "vgg"])
 def test_auto_target_is_the_map_the_pooling_reads(tmp_path, head):
     """Nothing after a global pooling is the auto target: not the pooled vector transposed to [N, 1, 1, C]
     (torchvision's ConvNeXt LayerNorm2d), which reads as a 1xC map; VGG's MaxPool -> Flatten as before."""

@@ -64,6 +64,11 @@ def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, 
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise ExportError(f"the model uses opset {opset}; re-export it with opset 13 or later")
+    unknown = next((node for node in graph.node if node.domain in ("", "ai.onnx")
+                    and not onnx.defs.has(node.op_type, node.domain)), None)
+    if unknown is not None:  # e.g. Erfc, which tf2onnx 1.17 leaves in a Keras GELU: no shape, no kernel
+        raise ExportError(f"op {unknown.op_type} (node {unknown.name or unknown.output[0]}) is not an ONNX op: "
+                          "the converter left it unconverted, and onnxruntime cannot run the model either")
     constants = initializers(graph)
     inputs = [value for value in graph.input if value.name not in constants]
     if len(inputs) != 1:

@@ -97,6 +97,22 @@ def _div(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int
     return gradients
 
 
+@rule("Neg")
+def _neg(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    return {0: e.op("Neg", g)}
+
+
+@rule("Sqrt")
+def _sqrt(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    return {0: e.op("Div", e.op("Mul", g, e.const(0.5)), node.output[0])}  # d sqrt(x) = 1 / (2 sqrt(x))
+
+
+@rule("Reciprocal")
+def _reciprocal(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    y = node.output[0]  # d (1/x) = -1/x² = -y²
+    return {0: e.op("Neg", e.op("Mul", g, e.op("Mul", y, y)))}
+
+
 @rule("Gemm")
 def _gemm(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
     a = attributes(node)
