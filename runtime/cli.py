@@ -20,11 +20,11 @@ from .errors import ModelError, UsageError, one_line
 from .explainer import Explainer
 from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from .methods import DEFAULT_MAX_CHANNELS, METHODS
-from .render import contact_sheet, encoded_image, encoded_npy
+from .render import contact_sheet, encoded_image, npy_parts
 from .render import overlay as render_overlay
 from .results import ClassMap, Explanation, Outcome
 from .session import DEVICES
-from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, name_max, probe_folder, shortened, write_set
+from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, Buffer, name_max, probe_folder, shortened, write_set
 
 EXIT_OK = 0
 EXIT_IMAGE_FAILED = 1
@@ -405,21 +405,24 @@ def encoded_files(
     files: Sequence[list[tuple[str, str | None]]],
     grid: str | None,
     options: OutputOptions,
-) -> Iterator[tuple[str, bytes]]:
+) -> Iterator[tuple[str, Buffer | tuple[Buffer, ...]]]:
     """(path, bytes) of each file, made when asked for: the decoded image and one full-size map
     (heatmap, then overlay) at a time, whatever the number of maps."""
     image = explanations[0].image  # every method explains the same image
-    for explanation, paths in zip(explanations, files, strict=True):
-        for class_map, (overlay_path, heatmap_path) in zip(explanation.maps, paths, strict=True):
-            heat = class_map.heatmap
-            if heatmap_path is not None:
-                yield heatmap_path, encoded_npy(heat if options.heatmaps == "full" else class_map.cam)
-            overlay = render_overlay(image, heat)
-            del heat
-            yield overlay_path, encoded_image(overlay, options.overlay_format)
-            del overlay
+    maps = [(class_map, map_files) for explanation, paths in zip(explanations, files, strict=True)
+            for class_map, map_files in zip(explanation.maps, paths, strict=True)]
+    for position, (class_map, (overlay_path, heatmap_path)) in enumerate(maps, 1):
+        heat = class_map.heatmap
+        if heatmap_path is not None:
+            yield heatmap_path, npy_parts(heat if options.heatmaps == "full" else class_map.cam)
+        overlay = render_overlay(image, heat)
+        del heat
+        if position == len(maps) and grid is None:
+            del image  # not held while the last overlay is encoded
+        yield overlay_path, encoded_image(overlay, options.overlay_format, consume=True)
+        del overlay
     if grid is not None:
-        yield grid, encoded_image(grid_sheet(explanations, image), "png")
+        yield grid, encoded_image(grid_sheet(explanations, image), "png", consume=True)
 
 
 def grid_sheet(explanations: Sequence[Explanation], image: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ import os
 import uuid
 from collections.abc import Iterable
 
+Buffer = bytes | bytearray | memoryview  # collections.abc.Buffer from Python 3.12
 DEFAULT_NAME_MAX = 255
 LONGEST_SUFFIX = 128  # bytes kept for _top<k>_<label ≤64>_<method>_heatmap.npy after a stem
 
@@ -45,9 +46,10 @@ def probe_folder(folder: str) -> bool:
     return created
 
 
-def write_set(files: Iterable[tuple[str, bytes]]) -> None:
+def write_set(files: Iterable[tuple[str, Buffer | tuple[Buffer, ...]]]) -> None:
     """Write each (path, data) to a short temporary beside it as it comes (a generator may make
-    each file's data when asked: one is held at a time), then rename them all into place.
+    each file's data when asked: one is held at a time), then rename them all into place. data:
+    bytes-like, or a tuple of bytes-like parts written one after the other.
     On any failure (disk full, a signal, an error making the data) every temporary and every
     file renamed so far is removed and the error raised: the set appears whole or not at all.
     Files are not fsynced."""
@@ -60,7 +62,7 @@ def write_set(files: Iterable[tuple[str, bytes]]) -> None:
             temporaries.append(temporary)
             paths.append(path)
             with open(temporary, "xb") as file:
-                file.write(data)
+                file.writelines(data if isinstance(data, tuple) else (data,))
             del data  # not held while the next file's data is made
         for temporary, path in zip(temporaries, paths, strict=True):
             os.replace(temporary, path)

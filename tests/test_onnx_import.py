@@ -60,7 +60,7 @@ def test_the_runtime_accepts_the_imported_model(tmp_path):
     assert explainer.card.labels == tuple(f"class {i}" for i in range(CLASSES))
     assert explainer.card.self_check["outputs"]["gradients"]["relative"] < 1e-3
     image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    explanation = explainer.explain(image, top_k=2)
+    explanation = explainer.explain(image, top_k=2, explain_top=2)
     assert len(explanation.predictions) == 2
 
 

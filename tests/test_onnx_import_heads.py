@@ -162,7 +162,7 @@ def test_nhwc_input_dynamic_batch_and_the_runtime(tmp_path):
     explainer = Explainer(outputs["path"])
     assert explainer.card.self_check["outputs"]["gradients"]["relative"] < 1e-4
     image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    explanation = explainer.explain(image, top_k=2)
+    explanation = explainer.explain(image, top_k=2, explain_top=2)
     assert len(explanation.predictions) == 2
 
 

@@ -55,10 +55,10 @@ def test_a_write_failure_fails_that_image_only_and_names_it(model_path, tmp_path
     wide = save(tmp_path / "wide.png", blob_image(30, 90, RED_BOX))
     real = cli.encoded_image
 
-    def fails_for_wide_images(image, file_format="png"):
+    def fails_for_wide_images(image, file_format="png", consume=False):
         if image.shape[:2] == (30, 90):
             raise MemoryError()
-        return real(image, file_format)
+        return real(image, file_format, consume)
 
     monkeypatch.setattr(cli, "encoded_image", fails_for_wide_images)
     out = tmp_path / "out"

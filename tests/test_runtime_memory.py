@@ -80,3 +80,10 @@ def test_npy_bytes_are_those_np_save_writes(array):
     buffer = io.BytesIO()
     np.save(buffer, array)
     assert render.encoded_npy(array) == buffer.getvalue()
+
+
+def test_npy_parts_view_the_array_without_copying_it():
+    array = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    header, data = render.npy_parts(array)
+    assert np.shares_memory(np.frombuffer(data, np.uint8), array)
+    assert header + bytes(data) == render.encoded_npy(array)

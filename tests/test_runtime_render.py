@@ -123,3 +123,13 @@ def test_the_overlay_blend_equals_the_float_formula_for_every_colour_level_and_p
     heat = levels.astype(np.float32) / 255  # rint(heat * 255) gives back each level
     expected = np.clip(np.rint(render.JET_RGB[levels, 0].astype(np.float64) * 0.4 + pixels), 0, 255)
     np.testing.assert_array_equal(render.overlay(pixels, heat), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("file_format", ["png", "webp"])
+def test_an_image_encoded_in_place_reads_back_as_the_same_rgb(file_format):
+    image = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    copied = bytes(render.encoded_image(image, file_format))
+    consumed = bytes(render.encoded_image(image.copy(), file_format, consume=True))
+    assert copied == consumed
+    if file_format == "png":
+        np.testing.assert_array_equal(cv2.cvtColor(cv2.imdecode(np.frombuffer(consumed, np.uint8), 1), cv2.COLOR_BGR2RGB), image)

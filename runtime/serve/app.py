@@ -265,7 +265,7 @@ def create_app(service: Service | None = None) -> Starlette:
         service.metrics.images.inc()
         if "image/png" in request.headers.get("accept", ""):
             explanation = outcomes[0].explanation
-            png = await asyncio.to_thread(lambda: render.encoded_image(explanation.overlays[0], "png"))
+            png = await asyncio.to_thread(lambda: bytes(render.encoded_image(explanation.overlays[0], "png")))
             return Response(png, media_type="image/png")
         document = await asyncio.to_thread(explanation_json, outcomes, include, model_json(service.explainer))
         return JSONResponse(document)
