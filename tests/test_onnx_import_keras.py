@@ -177,3 +177,20 @@ def test_nhwc_input_is_normalised_in_nchw_in_place_of_the_models_transpose(tmp_p
         images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
         outputs[name] = _outputs(tmp_path / f"{name}_imported.onnx", images, np.array([[-1], [1]], np.int64))
     _assert_every_output_equal(outputs["indirect"], outputs["direct"])
+
+
+def test_the_trained_shapes_model_imported_from_plain_onnx_points_at_the_object(shapes_model, tmp_path, capsys):
+    """The pointing game of the Keras path (tests/test_runtime_keras.py), on the same trained CNN
+    converted bare by tf2onnx and imported: the import keeps what training put in the maps."""
+    from runtime import Explainer
+    from tests.keras_models import draw_shapes
+    from tests.pointing import pointing_game
+
+    plain, output = tmp_path / "shapes_plain.onnx", tmp_path / "shapes_imported.onnx"
+    onnx.save(convert_bare(keras.models.load_model(shapes_model.keras_path, compile=False), opset=17), str(plain))
+    _import(plain, output, capsys, "--preprocessing", "none")
+    images, labels, boxes = draw_shapes(200, seed=99)
+    explainer = Explainer(output, device="cpu", batch_size=32)
+    predicted = [e.predictions[0].index for e in explainer.explain(list(images), top_k=1)]
+    assert np.mean(np.array(predicted) == labels) >= 0.9
+    assert pointing_game(explainer, images, labels, boxes) >= 0.9
