@@ -9,17 +9,12 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .png import encode_png
+
 OVERLAY_ALPHA = 0.4
 OVERLAY_ROWS = 256  # rows coloured and blended at a time: the temporaries stay small at any image size
 SHEET_TILE_HEIGHT = 256
 SHEET_TILE_MAX_WIDTH = 4 * SHEET_TILE_HEIGHT  # a 1x10000 image makes a 1024x1 tile, not 256x2,560,000
-# Lossless, and the fastest measured (2026-12-04, OpenCV 5.1, a 451x300 overlay): zlib level 1,
-# Huffman coding only, the Sub filter: 5.1 ms and 243 KB, against 10.3 ms and 243 KB for level 1
-# with zlib's default strategy and adaptive filters (level 6: 35 ms, 234 KB). The filter option
-# came in OpenCV 4.10; older ones keep their default filters.
-PNG_OPTIONS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY] + (
-    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB] if hasattr(cv2, "IMWRITE_PNG_FILTER") else []
-)
 JPEG_QUALITY = 95
 WEBP_QUALITY = 90
 
@@ -113,14 +108,13 @@ def _captioned(tile: np.ndarray, caption: str) -> np.ndarray:
 
 
 def encoded_image(image: np.ndarray, file_format: str = "png", consume: bool = False) -> memoryview:
-    """An RGB uint8 image as the bytes of a png, jpg or webp file: a view of OpenCV's buffer, not
-    a copy (tens of MB at 36 Mpx). consume: the caller is done with `image`; its channels are
-    swapped to OpenCV's BGR in place instead of in a copy."""
-    options = {
-        "png": PNG_OPTIONS,
-        "jpg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
-        "webp": [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY],
-    }[file_format]
+    """An RGB uint8 image as the bytes of a png (runtime.png: lossless, fast), jpg or webp file:
+    a view of the encoder's buffer, not a copy (tens of MB at 36 Mpx). consume: the caller is
+    done with `image`; for jpg and webp its channels are swapped to OpenCV's BGR in place instead
+    of in a copy."""
+    if file_format == "png":
+        return memoryview(encode_png(image))
+    options = {"jpg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY], "webp": [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]}[file_format]
     if consume and image.flags.c_contiguous:
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=image)
     else:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -17,6 +16,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import render
+from ..png import encode_png
 from ..errors import ImageError, UsageError
 from ..explainer import Explainer
 from ..images import decode_image
@@ -166,10 +166,7 @@ def png_base64(image: np.ndarray) -> str:
 
 def gray_png_base64(heat: np.ndarray) -> str:
     """A 0..1 heatmap as a base64 8-bit grayscale PNG."""
-    ok, encoded = cv2.imencode(".png", np.round(heat * 255).astype(np.uint8))
-    if not ok:
-        raise OSError("png encoding failed")
-    return base64.b64encode(encoded.tobytes()).decode("ascii")
+    return base64.b64encode(encode_png(np.round(heat * 255).astype(np.uint8))).decode("ascii")
 
 
 def explanation_json(outcomes: tuple[Outcome, ...], include: tuple[str, ...], model: dict[str, Any]) -> dict[str, Any]:
