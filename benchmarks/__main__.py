@@ -29,7 +29,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from benchmarks import cold_start, machine, models, report
+from benchmarks import cli_speed, cold_start, machine, models, report
 from benchmarks.onnx_runs import CPU_VARIANTS, CUDA_VARIANTS
 from benchmarks.process import run_measured
 from benchmarks.timing import FULL, QUICK, Budget
@@ -42,6 +42,8 @@ BATCHES = {  # (device, quick) -> onnxruntime batch sizes
     ("cpu", False): [1, 8, 32], ("cpu", True): [1, 8], ("cuda", False): [1, 32, 128], ("cuda", True): [1, 32, 128],
 }
 TF_BATCHES = [1, 8]
+CLI_PHOTOS = 32
+CLI_RUNS, CLI_RUNS_QUICK = 5, 3  # alternated whole-process runs of each command
 NO_TF = "skipped: TensorFlow is not installed here"
 
 
@@ -177,9 +179,17 @@ class Run:
 
         self.results["footprint"] = footprint.measure()
 
+    def cli_end_to_end(self) -> None:
+        """python -m runtime on photos, whole processes, against plain classification (CPU)."""
+        runs = CLI_RUNS_QUICK if self.args.quick else CLI_RUNS
+        seconds = cli_speed.measure(self.models.gradcam, self.models.plain, CLI_PHOTOS, runs)
+        self.results["cli"] = {"photos": CLI_PHOTOS, "batch": cli_speed.BATCH_SIZE, "runs": runs, "seconds": seconds}
+
     def execute(self) -> None:
         self.step("ONNX latency", self.onnx_latency)
         self.step("ONNX peak RSS", self.onnx_peak_rss)
+        if self.args.device == "cpu":
+            self.step("CLI end to end", self.cli_end_to_end)
         if self.has_tf:
             self.step("TensorFlow recipe", self.tf_latency)
         self.step("cold start", self.cold_start)

@@ -8,7 +8,8 @@ plain ResNet50 through onnxruntime, in batches of 8. DIR holds resnet50_gradcam.
 resnet50_plain.onnx, written by
   python -m export.build --weights none --output DIR/resnet50_gradcam.onnx \\
       --plain-output DIR/resnet50_plain.onnx
-Prints a table of median wall times and their ratio to plain; exits 0.
+Prints a table of median wall times and their ratio to plain; exits 0. `python -m benchmarks`
+runs the same measure() for its "CLI end to end" rows.
 """
 
 import argparse
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ CLI_SETTINGS = {  # name: extra arguments to python -m runtime
     "cli, --explain-top 3": ["--explain-top", "3"],
     "cli, --explain-top 3, jpg, low": ["--explain-top", "3", "--overlay-format", "jpg", "--heatmaps", "low"],
 }
+PLAIN = "plain classification"
 TARGETS = {"cli, defaults": 1.2, "cli, --method gradcam,layercam": 1.3}
 PLAIN_CLASSIFICATION = f"""
 import sys
@@ -78,9 +81,35 @@ def timed(command: list[str], env: dict[str, str], folder: str) -> float:
     return seconds
 
 
+def measure(
+    gradcam: str, plain: str, photos: int = 32, runs: int = 3, settings: Sequence[str] = tuple(CLI_SETTINGS),
+    runtime_from: str | None = None,
+) -> dict[str, list[float]]:
+    """Wall seconds of each run: plain classification, then the CLI at each setting, alternated
+    run by run (each run times every command once, so a change in load hits them alike)."""
+    repo = str(Path(__file__).resolve().parents[1])
+    plain_env = os.environ | {"PYTHONPATH": repo}
+    cli_folder = os.path.abspath(runtime_from or repo)  # python -m runtime finds runtime/ here first
+    cli_env = os.environ | {"PYTHONPATH": os.pathsep.join([cli_folder, repo])}
+    with tempfile.TemporaryDirectory(prefix="cli_speed-") as scratch:
+        folder = Path(scratch) / "photos"
+        folder.mkdir()
+        write_photos(folder, photos)
+        commands = {PLAIN: ([sys.executable, "-c", PLAIN_CLASSIFICATION, plain, str(folder)], plain_env, repo)}
+        for name in settings:
+            out = os.path.join(scratch, f"out{len(commands)}")
+            cli = [sys.executable, "-m", "runtime", str(folder), "--model", gradcam, "--out", out, "--device", "cpu"]
+            commands[name] = ([*cli, "--batch-size", str(BATCH_SIZE), *CLI_SETTINGS[name]], cli_env, cli_folder)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(runs):
+            for name, (command, env, cwd) in commands.items():
+                times[name].append(timed(command, env, cwd))
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cli_speed", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="/tmp/cli_bench", help="folder of the two .onnx files")
+    parser.add_argument("--models", default="models", help="folder of the two .onnx files (default: models)")
     parser.add_argument("--photos", type=int, default=32)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--runtime-from", help="run the CLI from this folder's runtime/ (e.g. an older commit)")
@@ -90,26 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (os.path.isfile(gradcam) and os.path.isfile(plain)):
         print(f"cli_speed: {args.models} lacks {GRADCAM_NAME} or {PLAIN_NAME}; see python -m benchmarks.cli_speed -h")
         return 0
-    repo = str(Path(__file__).resolve().parents[1])
-    plain_env = os.environ | {"PYTHONPATH": repo}
-    cli_folder = os.path.abspath(args.runtime_from or repo)  # python -m runtime finds runtime/ here first
-    cli_env = os.environ | {"PYTHONPATH": os.pathsep.join([cli_folder, repo])}
-    with tempfile.TemporaryDirectory(prefix="cli_speed-") as scratch:
-        photos = Path(scratch) / "photos"
-        photos.mkdir()
-        write_photos(photos, args.photos)
-        plain_command = [sys.executable, "-c", PLAIN_CLASSIFICATION, plain, str(photos)]
-        commands = {"plain classification": (plain_command, plain_env, repo)}
-        for name in args.settings:
-            extra = CLI_SETTINGS[name]
-            out = os.path.join(scratch, f"out{len(commands)}")
-            cli = [sys.executable, "-m", "runtime", str(photos), "--model", gradcam, "--out", out, "--device", "cpu"]
-            commands[name] = ([*cli, "--batch-size", str(BATCH_SIZE), *extra], cli_env, cli_folder)
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for _ in range(args.runs):  # alternated: each run times every command once
-            for name, (command, env, folder) in commands.items():
-                times[name].append(timed(command, env, folder))
-    plain_median = statistics.median(times["plain classification"])
+    times = measure(os.path.abspath(gradcam), os.path.abspath(plain), args.photos, args.runs, args.settings, args.runtime_from)
+    plain_median = statistics.median(times[PLAIN])
     print(f"{args.photos} photos, batch {BATCH_SIZE}, median of {args.runs} alternated runs, {os.cpu_count()} CPUs")
     print(f"| {'what':<34} | wall s | × plain | target |")
     print(f"| {'-' * 34} | ------ | ------- | ------ |")

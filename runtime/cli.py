@@ -408,8 +408,9 @@ def encoded_files(
     grid: str | None,
     options: OutputOptions,
 ) -> Iterator[tuple[str, Buffer | tuple[Buffer, ...]]]:
-    """(path, bytes) of each file, made when asked for: the decoded image and one full-size map
-    (heatmap, then overlay) at a time, whatever the number of maps."""
+    """(path, data) of each file, made when asked for (data: an encoded file's buffer, or a .npy's
+    header and data as two parts): the decoded image and one full-size map (heatmap, then overlay)
+    at a time, whatever the number of maps."""
     image = explanations[0].image  # every method explains the same image
     maps = [(class_map, map_files) for explanation, paths in zip(explanations, files, strict=True)
             for class_map, map_files in zip(explanation.maps, paths, strict=True)]
