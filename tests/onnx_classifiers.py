@@ -76,7 +76,8 @@ def write_classifier(
     return Path(path)
 
 
-HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "keras_layernorm", "mobilenet", "squeezenet", "mixed", "nhwc")
+HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "keras_layernorm", "mobilenet", "squeezenet", "mixed", "nhwc",
+         "gather", "strided")
 
 
 def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: bool = False,
@@ -91,7 +92,11 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
     mixed: every other op of the set (BatchNormalization, depthwise/grouped/dilated Conv, AveragePool,
     overlapping padded MaxPool, SE-style Mul, Div, Sub, Concat, Clip, LeakyRelu, HardSigmoid, Tanh,
     ReduceMean (opset 13 axes), Transpose, batched MatMul, Squeeze/Unsqueeze, Identity, Gemm alpha/beta/transA).
-    nhwc (opset 18): ReduceMean with input axes, MatMul + Add, GELU (Erf), Sigmoid, Reshape, MatMul."""
+    nhwc (opset 18): ReduceMean with input axes, MatMul + Add, GELU (Erf), Sigmoid, Reshape, MatMul.
+    gather: GlobalAveragePool, Flatten, Gather of channels along the last axis (2-D indices, repeated and
+    negative), Flatten, Gemm. strided (opset 18; torch's dynamo exporter's ConvNeXt as_strided): ReduceMean,
+    Reshape to [N·C] (its shape from Size(input)), Gather at indices n·C + c computed from Shape(input) and
+    Shape(conv_out), Transpose, LayerNormalization, Transpose, Reshape, Gemm."""
     rng = np.random.default_rng(seed)
 
     def r(*shape: int, scale: float = 1.0) -> np.ndarray:
@@ -230,6 +235,40 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
                   node("Reshape", ["gated", "nh.flat"], ["flat"], name="/flat"),
                   node("MatMul", ["flat", "nh2.matrix"], ["logits"], name="/fc2/MatMul")]
         arrays["nh.flat"] = np.array([-1, 16], np.int64)
+    elif head == "gather":
+        nodes += [node("GlobalAveragePool", ["features"], ["pooled"], name="/pool/GlobalAveragePool"),
+                  node("Flatten", ["pooled"], ["flat"], name="/Flatten"),
+                  node("Gather", ["flat", "ga.index"], ["picked"], name="/pick/Gather", axis=-1),
+                  node("Flatten", ["picked"], ["picked_flat"], name="/Flatten_1"),
+                  node("Gemm", ["picked_flat", "ga.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+        arrays |= {"ga.index": np.array([[0, 2], [2, -1], [4, -5]], np.int64), "ga.weight": r(k, 6)}
+    elif head == "strided":
+        nodes += [node("ReduceMean", ["features", "i64_axes_last2"], ["pooled"], name="/mean", keepdims=1),
+                  node("Size", ["input"], ["numel"], name="/numel"),
+                  node("Div", ["numel", "i64_pixels"], ["batch_from_size"], name="/numel/Div"),
+                  node("Shape", ["conv_out"], ["channels_1"], name="/channels", start=1, end=2),
+                  node("Squeeze", ["channels_1"], ["channels"], name="/channels/Squeeze"),
+                  node("Mul", ["batch_from_size", "channels"], ["flat_size"], name="/flat_size"),
+                  node("Unsqueeze", ["flat_size", "i64_zero"], ["flat_shape"], name="/flat_shape"),
+                  node("Reshape", ["pooled", "flat_shape"], ["flat"], name="/flat"),
+                  node("Shape", ["input"], ["batch_1"], name="/batch", start=0, end=1),
+                  node("Squeeze", ["batch_1"], ["batch"], name="/batch/Squeeze"),
+                  node("Range", ["i64_start", "batch", "i64_step"], ["rows"], name="/rows"),
+                  node("Mul", ["rows", "channels"], ["row_starts"], name="/row_starts"),
+                  node("Unsqueeze", ["row_starts", "i64_axes_123"], ["row_starts4"], name="/row_starts4"),
+                  node("Add", ["row_starts4", "i64_columns"], ["index"], name="/index"),
+                  node("Gather", ["flat", "index"], ["strided"], name="/as_strided", axis=0),
+                  node("Transpose", ["strided"], ["strided_last"], name="/norm/Transpose", perm=[0, 2, 3, 1]),
+                  node("LayerNormalization", ["strided_last", "ln.scale", "ln.bias"], ["normed_last"],
+                       name="/norm/LayerNorm", axis=-1, epsilon=1e-6),
+                  node("Transpose", ["normed_last"], ["normed"], name="/norm/Transpose_1", perm=[0, 3, 1, 2]),
+                  node("Reshape", ["normed", "st.shape"], ["view"], name="/view"),
+                  node("Gemm", ["view", "fc.weight", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+        arrays |= {"i64_axes_last2": np.array([-1, -2], np.int64), "i64_pixels": np.array(3 * SIZE * SIZE, np.int64),
+                   "i64_zero": np.array([0], np.int64), "i64_start": np.array(0, np.int64),
+                   "i64_step": np.array(1, np.int64), "i64_axes_123": np.array([1, 2, 3], np.int64),
+                   "i64_columns": np.arange(c, dtype=np.int64).reshape(1, c, 1, 1),
+                   "st.shape": np.array([-1, c], np.int64)}
     else:
         raise ValueError(head)
     output = "logits"
@@ -243,7 +282,7 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", CLASSES])],
         initializer=[numpy_helper.from_array(value, name) for name, value in arrays.items() if name in used],
     )
-    opset = 18 if head == "nhwc" else 17
+    opset = 18 if head in ("nhwc", "strided") else 17
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)

@@ -131,7 +131,7 @@ def test_convnext_head_equals_numpy_forward_and_backward(tmp_path, head, epsilon
             np.testing.assert_allclose(outputs["pooled_gradients"][i, k], d_pooled / (SIZE * SIZE), rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("head", ["layernorm2d", "convnext", "keras_layernorm", "mlp", "squeezenet", "vgg"])
+@pytest.mark.parametrize("head", ["layernorm2d", "convnext", "keras_layernorm", "mlp", "squeezenet", "vgg", "strided"])
 def test_auto_target_is_the_map_the_pooling_reads(tmp_path, head):
     """Nothing after a global pooling is the auto target: not the pooled vector transposed to [N, 1, 1, C]
     (torchvision's ConvNeXt LayerNorm2d), which reads as a 1xC map; VGG's MaxPool -> Flatten as before."""

@@ -30,6 +30,7 @@ class GeneralHead(Head):
 
     nodes: tuple[onnx.NodeProto, ...]  # from the target to the logits, in graph order
     batched: tuple[str, ...]  # image-dependent float tensors from outside the head that it reads
+    sizes: tuple[onnx.NodeProto, ...]  # computing the integers it reads from the batch size (Shape, Size), in order
     shapes: dict  # static shapes of the head's tensors and constants
     constants: dict  # values of initializers and Constant nodes
     floats: frozenset  # the float tensors of the graph
@@ -66,8 +67,32 @@ def general_head(classifier: Classifier, layer: str) -> GeneralHead:
     read = dict.fromkeys(name for node in nodes for name in node.input)
     batched = tuple(name for name in read if name and name != target and name not in made
                     and name in dependent and name in floats)
-    return GeneralHead(target, layout, (h, w), channels, tuple(nodes), batched, shapes, _constants(model),
+    indexing = [name for name in read if name and name not in made and name in dependent and name not in floats]
+    sizes = _size_nodes(model.graph, indexing, dependent, floats)
+    return GeneralHead(target, layout, (h, w), channels, tuple(nodes), batched, sizes, shapes, _constants(model),
                        frozenset(floats))
+
+
+def _size_nodes(graph: onnx.GraphProto, names: list[str], dependent: set[str], floats: set[str]
+                ) -> tuple[onnx.NodeProto, ...]:
+    """The nodes computing image-dependent integer tensors `names` (ConvNeXt's as_strided Gather
+    indices from the dynamo exporter) back to the Shape or Size nodes they come from, in graph order.
+    ExportError when one comes from the image's values instead."""
+    made_by = producers(graph)
+    needed, wanted = set(), list(names)
+    while wanted:
+        node = made_by[wanted.pop()]
+        if id(node) in needed:
+            continue
+        needed.add(id(node))
+        if node.op_type in ("Shape", "Size"):
+            continue
+        read = [name for name in node.input if name in dependent]
+        if any(name in floats for name in read):
+            raise ExportError(f"unsupported head input: node {node.name or node.output[0]} computes integers "
+                              "from the image's values, not from its shape")
+        wanted.extend(read)
+    return tuple(node for node in graph.node if id(node) in needed)
 
 
 def between(graph: onnx.GraphProto, source: str, sink: str) -> list[onnx.NodeProto]:

@@ -45,6 +45,26 @@ def _reshape(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict
     return {0: e.op("Reshape", g, e.op("Shape", node.input[0]))}
 
 
+@rule("Gather")
+def _gather(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    """y = x gathered at `indices` along `axis`: g scatter-added into zeros shaped like x, so that
+    repeated indices add up. g is reshaped to x's shape with the axis of length len(indices)
+    (0-d indices included), the indices broadcast along it."""
+    if e.opset < 16:
+        raise _refuse(node, "its gradient is a ScatterElements with reduction add, opset 16 or later")
+    x, indices = node.input
+    rank = len(e.shape(x))
+    axis = int(attributes(node).get("axis", 0)) % rank
+    shape = e.op("Shape", x)
+    before = e.op("Slice", shape, e.const([0], np.int64), e.const([axis], np.int64))
+    after = e.op("Slice", shape, e.const([axis + 1], np.int64), e.const([rank], np.int64))
+    g = e.op("Reshape", g, e.op("Concat", before, e.const([-1], np.int64), after, axis=0))
+    flat = e.op("Reshape", e.op("Cast", indices, to=onnx.TensorProto.INT64),
+                e.const([1] * axis + [-1] + [1] * (rank - axis - 1), np.int64))
+    zeros = e.op("ConstantOfShape", shape, value=helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0]))
+    return {0: e.op("ScatterElements", zeros, e.op("Expand", flat, e.op("Shape", g)), g, axis=axis, reduction="add")}
+
+
 @rule("Transpose")
 def _transpose(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
     perm = attributes(node).get("perm") or list(reversed(range(len(e.shape(node.input[0])))))
