@@ -28,7 +28,8 @@ installed, else seeded random pixels; 224x224 raw RGB 0..255):
 - probabilities and the explained logit (`score`) against torch's;
 - import time, peak RSS, output size / input size, and batch-1 latency in onnxruntime of the
   onnxcam model (fetching probabilities, explained_class, cam: the runtime's default) against the
-  original ONNX, median of 20 runs each, alternating.
+  original ONNX, median of 20 runs each (--repeats), alternating, after a 0.1 s pause each
+  (benchmarks.timing).
 
 A model that fails to export or import gives a row with its one-line error. Prints a Markdown
 table; --output also writes it with a header. Takes about 10 minutes on 2 cores.
@@ -61,7 +62,6 @@ TORCH_LAYERS = {
 }
 SIZE = 224
 IMAGES = 4
-REPEATS = 20
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 COLUMNS = ("model", "ONNX layer -> torch", "head", "feature maps err", "pooled grads err", "Grad-CAM r (min)",
@@ -233,7 +233,7 @@ def recalibrated(model) -> None:
 
 
 def measure(name: str, folder: Path, exporter: str, pixels, runtime_errors: list[str],
-            recalibrate: bool = True) -> dict[str, str]:
+            recalibrate: bool = True, repeats: int = 20) -> dict[str, str]:
     import numpy as np
     import onnxruntime
     import torch
@@ -320,7 +320,7 @@ def measure(name: str, folder: Path, exporter: str, pixels, runtime_errors: list
     times = interleaved({
         "onnxcam": lambda: session.run(["probabilities", "explained_class", "cam"], feeds),
         "original": lambda: original.run([original_output], {original_input: one_nchw}),
-    }, Budget(warmup=2, min_rounds=REPEATS, min_seconds=0.0, max_rounds=REPEATS))
+    }, Budget(warmup=2, min_rounds=repeats, min_seconds=0.0, max_rounds=repeats))
     ours_ms, original_ms = (statistics.median(times[key]) * 1e3 for key in ("onnxcam", "original"))
     ratio = statistics.median(a / b for a, b in zip(times["onnxcam"], times["original"]))
     torch_name = TORCH_LAYERS[name]
@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                              "writes opset 18 and external data, merged into one file before the import)")
     parser.add_argument("--raw-init", action="store_true",
                         help="keep torchvision's BatchNorm statistics from the init (see `recalibrated`)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds of each model for the latency (default 20)")
     parser.add_argument("--output", help="also write the table with a header to this .md file")
     args = parser.parse_args(argv)
     absent = missing()
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             try:
-                row = measure(name, Path(folder), args.exporter, pixels, notes, not args.raw_init)
+                row = measure(name, Path(folder), args.exporter, pixels, notes, not args.raw_init, args.repeats)
             except Exception as error:  # the comparison itself broke: say where, keep going
                 row = {"model": name, "ONNX layer -> torch": f"comparison failed: {type(error).__name__}: "
                        f"{' '.join(str(error).split())[:160]}"}
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'' if args.raw_init else ', BatchNorm statistics recalibrated on 16 seeded N(0,1) images'}), {IMAGES} images "
                   f"({where}) at {SIZE}x{SIZE}. Errors: ||onnxcam - torch|| / ||torch|| over the {IMAGES} images. "
                   "Grad-CAM r: Pearson correlation of pytorch-grad-cam's map and onnxcam's `cam` through "
-                  f"pytorch-grad-cam's `scale_cam_image`, worst image. Latency: batch 1, median of {REPEATS} "
+                  f"pytorch-grad-cam's `scale_cam_image`, worst image. Latency: batch 1, median of {args.repeats} "
                   "runs of each, alternating.\n\n")
         table = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n" + "\n".join(rows) + "\n"
         Path(args.output).write_text(header + table + "".join(f"\n{note}\n" for note in notes))
