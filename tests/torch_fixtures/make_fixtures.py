@@ -3,12 +3,14 @@ torchvision's own blocks, exported by `torch.onnx.export` (dynamic batch, opset 
 torch autograd and pytorch-grad-cam give for them on 4 images. CI has no torch; the test imports
 the committed .onnx files and compares with the committed .npz.
 
-Needs torch, torchvision, grad-cam and onnx (a scratch venv, see benchmarks/torch_compare.py):
+Needs torch, torchvision, grad-cam, onnx and onnxscript (a scratch venv, see
+benchmarks/torch_compare.py):
 
     python tests/torch_fixtures/make_fixtures.py
 
 Each <name>.onnx has a random-weight model (torch.manual_seed(0), BatchNorm statistics from 16
-seeded N(0, 1) images so that eval-mode activations do not vanish); each <name>.npz has:
+seeded N(0, 1) images so that eval-mode activations do not vanish); tiny_convnext_dynamo.onnx (+
+its .onnx.data) is tiny_convnext as the dynamo exporter writes it. Each <name>.npz has:
 images (4x64x64x3 uint8, seeded smoothed noise), logits, top (torch's top class), features
 (NCHW, the output of `model.features`: the tensor the head pools), pooled_gradients (NC: the
 gradient of logit[top] w.r.t. features, averaged over H and W) and gradcam (4x64x64: pytorch-grad-cam
@@ -81,6 +83,7 @@ def tiny_convnext() -> Classifier:
 
 
 MODELS = {"tiny_resnet": tiny_resnet, "tiny_mobilenet": tiny_mobilenet, "tiny_convnext": tiny_convnext}
+DYNAMO = {"tiny_convnext"}  # its head has the dynamo exporter's as_strided Gather
 
 
 def recalibrated(model: nn.Module) -> nn.Module:
@@ -132,7 +135,7 @@ def reference(model: Classifier, pixels: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    versions = {name: version(name) for name in ("torch", "torchvision", "grad-cam", "onnx")}
+    versions = {name: version(name) for name in ("torch", "torchvision", "grad-cam", "onnx", "onnxscript")}
     pixels = images()
     for name, build in MODELS.items():
         torch.manual_seed(0)
@@ -141,6 +144,11 @@ def main() -> None:
             model, (torch.zeros(2, 3, SIZE, SIZE),), str(HERE / f"{name}.onnx"), opset_version=17, dynamo=False,
             input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
         )
+        if name in DYNAMO:  # also as the dynamo exporter writes it: opset 18, the weights in a .onnx.data beside it
+            torch.onnx.export(
+                model, (torch.zeros(2, 3, SIZE, SIZE),), str(HERE / f"{name}_dynamo.onnx"), opset_version=18, dynamo=True,
+                input_names=["input"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("N")},),
+            )
         np.savez_compressed(HERE / f"{name}.npz", images=pixels, versions=json.dumps(versions), **reference(model, pixels))
         print(f"{name}: {(HERE / f'{name}.onnx').stat().st_size / 1024:.0f} KB, {versions}")
 
