@@ -210,8 +210,8 @@ def torch_reference(model, module, batch):
     return logits.detach().numpy(), target.detach().numpy(), target.grad.numpy()
 
 
-def recalibrated(model) -> None:
-    """BatchNorm running statistics from 16 seeded N(0, 1) images (train-mode forward passes, no
+def recalibrated(model, size: int = SIZE) -> None:
+    """BatchNorm running statistics from 16 seeded N(0, 1) images (size x size) (train-mode forward passes, no
     gradient), then eval(): torchvision's random init leaves eval-mode activations vanishing in
     some models (mobilenet_v3_small logits ~1e-9, efficientnet_b0 ~1e-14: every class ties), which
     makes any comparison float noise. The weights stay the seeded random ones."""
@@ -228,7 +228,7 @@ def recalibrated(model) -> None:
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for _ in range(2):
-            model(torch.randn(8, 3, SIZE, SIZE, generator=generator))
+            model(torch.randn(8, 3, size, size, generator=generator))
     model.eval()
 
 

@@ -6,11 +6,11 @@ the committed .onnx files and compares with the committed .npz.
 Needs torch, torchvision, grad-cam, onnx and onnxscript (a scratch venv, see
 benchmarks/torch_compare.py):
 
-    python tests/torch_fixtures/make_fixtures.py
+    python -m tests.torch_fixtures.make_fixtures   # from the repository's root
 
 Each <name>.onnx has a random-weight model (torch.manual_seed(0), BatchNorm statistics from 16
-seeded N(0, 1) images so that eval-mode activations do not vanish); tiny_convnext_dynamo.onnx (+
-its .onnx.data) is tiny_convnext as the dynamo exporter writes it. Each <name>.npz has:
+seeded N(0, 1) images so that eval-mode activations do not vanish: torch_compare.recalibrated);
+tiny_convnext_dynamo.onnx (+ its .onnx.data) is tiny_convnext as the dynamo exporter writes it. Each <name>.npz has:
 images (4x64x64x3 uint8, seeded smoothed noise), logits, top (torch's top class), features
 (NCHW, the output of `model.features`: the tensor the head pools), pooled_gradients (NC: the
 gradient of logit[top] w.r.t. features, averaged over H and W) and gradcam (4x64x64: pytorch-grad-cam
@@ -31,6 +31,8 @@ from torchvision.models.convnext import CNBlock, LayerNorm2d
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import Conv2dNormActivation
+
+from benchmarks.torch_compare import recalibrated
 
 HERE = Path(__file__).resolve().parent
 SIZE = 64
@@ -86,20 +88,6 @@ MODELS = {"tiny_resnet": tiny_resnet, "tiny_mobilenet": tiny_mobilenet, "tiny_co
 DYNAMO = {"tiny_convnext"}  # its head has the dynamo exporter's as_strided Gather
 
 
-def recalibrated(model: nn.Module) -> nn.Module:
-    """BatchNorm running statistics from 16 seeded N(0, 1) images, then eval()."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # a cumulative average
-    model.train()
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.randn(8, 3, SIZE, SIZE, generator=generator))
-    return model.eval()
-
-
 def images() -> np.ndarray:
     """4 images of seeded noise, smoothed so that they have regions: 4x64x64x3 uint8."""
     noise = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3)).astype(np.float32)
@@ -139,7 +127,9 @@ def main() -> None:
     pixels = images()
     for name, build in MODELS.items():
         torch.manual_seed(0)
-        model = recalibrated(build())
+        model = build()
+        recalibrated(model, SIZE)
+        model.eval()
         torch.onnx.export(
             model, (torch.zeros(2, 3, SIZE, SIZE),), str(HERE / f"{name}.onnx"), opset_version=17, dynamo=False,
             input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
