@@ -43,12 +43,12 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> Finished:
+def run_measured(command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Finished:
     """Run `command` to its end; a thread polls its peak RSS while this one waits for the exit.
     Output goes to temporary files (no pipe can fill up)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         begin = perf_counter()
-        child = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+        child = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
         peak = [0.0]
         done = threading.Event()
 

@@ -12,9 +12,10 @@ Set up a scratch venv outside the repository (torch must not go into the project
     cd /work/main && python -m benchmarks.torch_compare
 
 For each model (random weights after `torch.manual_seed(0)`, `.eval()`): export with a dynamic
-batch (opset 17, the legacy TorchScript exporter by default: the dynamo exporter cannot write
-opset 17 and writes its weights as external data, see --exporter), import it as a subprocess
-(wall time and peak RSS from wait4), then on 4 images (skimage.data photos if scikit-image is
+batch (--batch fixed: for batch 1 with no dynamic axes, torch.onnx.export's default), opset 17,
+the legacy TorchScript exporter by default (the dynamo exporter cannot write opset 17 and writes
+its weights as external data, see --exporter); import it as a subprocess (wall time and peak RSS,
+its VmHWM: benchmarks.process), then on 4 images (skimage.data photos if scikit-image is
 installed, else seeded random pixels; 224x224 raw RGB 0..255):
 
 - feature maps and pooled gradients of the top class against torch autograd at the tensor the
@@ -43,14 +44,14 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "densenet121", "vgg11")
+MODELS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "densenet121", "vgg11",
+          "shufflenet_v2_x1_0")
 # The torch tensor the import's `--layer auto` picks: the module whose output it is.
 TORCH_LAYERS = {
     "resnet18": "layer4",
@@ -59,6 +60,7 @@ TORCH_LAYERS = {
     "convnext_tiny": "features",
     "densenet121": "relu(features)",  # DenseNet.forward applies F.relu(inplace) after `features`
     "vgg11": "features[-2]",  # the ReLU before the last MaxPool (pools are skipped by --layer auto)
+    "shufflenet_v2_x1_0": "conv5",
 }
 SIZE = 224
 IMAGES = 4
@@ -119,19 +121,22 @@ def target_module(name: str, model):
     return model, getattr(model, TORCH_LAYERS[name])
 
 
-def export_onnx(model, path: Path, exporter: str) -> str:
-    """Write `path` (one file); returns a note on what the exporter did."""
+def export_onnx(model, path: Path, exporter: str, fixed_batch: bool = False) -> str:
+    """Write `path` (one file); returns a note on what the exporter did. fixed_batch: exported for
+    batch 1 with no dynamic axes (torch.onnx.export's default), else with a dynamic batch."""
     import onnx
     import torch
 
-    example = torch.zeros(2, 3, SIZE, SIZE)
+    example = torch.zeros(1 if fixed_batch else 2, 3, SIZE, SIZE)
     if exporter == "legacy":
+        dynamic = {} if fixed_batch else {"dynamic_axes": {"input": {0: "N"}, "logits": {0: "N"}}}
         torch.onnx.export(model, (example,), str(path), opset_version=17, dynamo=False, input_names=["input"],
-                          output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+                          output_names=["logits"], **dynamic)
         return ""
     raw = path.with_suffix(".dynamo.onnx")
+    dynamic = {} if fixed_batch else {"dynamic_shapes": ({0: torch.export.Dim("N")},)}
     torch.onnx.export(model, (example,), str(raw), opset_version=17, dynamo=True, input_names=["input"],
-                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("N")},))
+                      output_names=["logits"], **dynamic)
     loaded = onnx.load(str(raw))  # resolves the external data the dynamo exporter writes beside it
     onnx.save(loaded, str(path))
     opset = next(o.version for o in loaded.opset_import if o.domain in ("", "ai.onnx"))
@@ -150,19 +155,13 @@ UNCHECKED = (
 
 def import_onnx(source: Path, output: Path, layer: str = "auto",
                 unchecked: bool = False) -> tuple[int, str, str, float, float]:
-    """(exit code, stdout, stderr, seconds, peak RSS GiB) of the import as a subprocess."""
+    """(exit code, stdout, stderr, seconds, peak RSS GiB: its VmHWM) of the import as a subprocess."""
+    from benchmarks.process import run_measured
+
     command = ["-c", UNCHECKED] if unchecked else ["-m", "export.build"]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, *command, "--model", str(source), "--preprocessing", "torch",
-             "--layer", layer, "--output", str(output)], cwd=ROOT, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return process.returncode, out.read(), err.read(), seconds, usage.ru_maxrss / 2**20
+    done = run_measured([sys.executable, *command, "--model", str(source), "--preprocessing", "torch",
+                         "--layer", layer, "--output", str(output)], cwd=str(ROOT))
+    return done.returncode, done.stdout, done.stderr, done.seconds, done.peak_rss_mb / 1024
 
 
 def pooled_input(path: Path) -> str:
@@ -233,7 +232,7 @@ def recalibrated(model, size: int = SIZE) -> None:
 
 
 def measure(name: str, folder: Path, exporter: str, pixels, runtime_errors: list[str],
-            recalibrate: bool = True, repeats: int = 20) -> dict[str, str]:
+            recalibrate: bool = True, repeats: int = 20, fixed_batch: bool = False) -> dict[str, str]:
     import numpy as np
     import onnxruntime
     import torch
@@ -250,7 +249,7 @@ def measure(name: str, folder: Path, exporter: str, pixels, runtime_errors: list
         recalibrated(model)
     source, imported = folder / f"{name}.onnx", folder / f"{name}_gradcam.onnx"
     try:
-        note = export_onnx(model, source, exporter)
+        note = export_onnx(model, source, exporter, fixed_batch)
     except Exception as error:
         return {"model": name, "ONNX layer -> torch": f"torch.onnx.export failed: {' '.join(str(error).split())[:160]}"}
     caveats = []
@@ -313,7 +312,9 @@ def measure(name: str, folder: Path, exporter: str, pixels, runtime_errors: list
     original = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     one_raw, one_nchw = raw[:1], np.ascontiguousarray(batch[:1].numpy())
     original_input, original_output = original.get_inputs()[0].name, original.get_outputs()[0].name
-    baseline = original.run([original_output], {original_input: batch.numpy()})[0]  # logits: no Softmax
+    step = 1 if fixed_batch else len(batch)
+    baseline = np.concatenate([original.run([original_output], {original_input: batch[i:i + step].numpy()})[0]
+                               for i in range(0, len(batch), step)])  # logits: no Softmax
     baseline = np.exp(baseline - baseline.max(1, keepdims=True))
     baseline /= baseline.sum(1, keepdims=True)
     feeds = {"image": one_raw, "class_index": np.full((1, 1), -1, np.int64)}
@@ -366,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                         help="torch.onnx.export(dynamo=False) (default) or dynamo=True (needs onnxscript; "
                              "writes opset 18 and external data, merged into one file before the import)")
+    parser.add_argument("--batch", choices=["dynamic", "fixed"], default="dynamic",
+                        help="export with a dynamic batch (default) or for a fixed batch of 1 (no dynamic axes)")
     parser.add_argument("--raw-init", action="store_true",
                         help="keep torchvision's BatchNorm statistics from the init (see `recalibrated`)")
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds of each model for the latency (default 20)")
@@ -392,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             try:
-                row = measure(name, Path(folder), args.exporter, pixels, notes, not args.raw_init, args.repeats)
+                row = measure(name, Path(folder), args.exporter, pixels, notes, not args.raw_init, args.repeats,
+                              args.batch == "fixed")
             except Exception as error:  # the comparison itself broke: say where, keep going
                 row = {"model": name, "ONNX layer -> torch": f"comparison failed: {type(error).__name__}: "
                        f"{' '.join(str(error).split())[:160]}"}
@@ -405,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{getattr(pytorch_grad_cam, '__version__', None) or _version('grad-cam')}, onnxruntime "
                     f"{onnxruntime.__version__}, Python {platform.python_version()}")
         header = (f"# The ONNX import against PyTorch (issue #14)\n\n`python -m benchmarks.torch_compare "
-                  f"--exporter {args.exporter}`, {time.strftime('%Y-%m-%d')}, {versions}; {os.cpu_count()} cores "
+                  f"--exporter {args.exporter} --batch {args.batch}`, {time.strftime('%Y-%m-%d')}, {versions}; {os.cpu_count()} cores "
                   f"({platform.machine()}), shared. Random weights (`torch.manual_seed(0)`"
                   f"{'' if args.raw_init else ', BatchNorm statistics recalibrated on 16 seeded N(0,1) images'}), {IMAGES} images "
                   f"({where}) at {SIZE}x{SIZE}. Errors: ||onnxcam - torch|| / ||torch|| over the {IMAGES} images. "

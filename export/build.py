@@ -141,7 +141,7 @@ def export(args: argparse.Namespace) -> None:
         outputs=("probabilities",),
     )  # converted before anything is written: a failed conversion writes nothing
     size = write_atomically(output, onnx_model.SerializeToString())
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gib = peak_rss_gib()
     print(f"wrote {output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
     if plain:
         try:
@@ -190,6 +190,16 @@ def _set_metadata(onnx_model, classifier, layers: list[str], args: argparse.Name
         contract.META_SELF_CHECK: json.dumps(figures),
     }
     onnx.helper.set_model_props(onnx_model, properties)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak RSS: the kernel's VmHWM, which starts afresh at exec (`ru_maxrss` carries
+    over the high-water mark of the process it was forked from), else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 2**20
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def package_version(distribution: str) -> str:

@@ -77,7 +77,7 @@ def write_classifier(
 
 
 HEADS = ("vgg", "mlp", "convnext", "layernorm2d", "keras_layernorm", "mobilenet", "squeezenet", "mixed", "nhwc",
-         "gather", "strided")
+         "gather", "strided", "attention")
 
 
 def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: bool = False,
@@ -96,7 +96,9 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
     gather: GlobalAveragePool, Flatten, Gather of channels along the last axis (2-D indices, repeated and
     negative), Flatten, Gemm. strided (opset 18; torch's dynamo exporter's ConvNeXt as_strided): ReduceMean,
     Reshape to [N·C] (its shape from Size(input)), Gather at indices n·C + c computed from Shape(input) and
-    Shape(conv_out), Transpose, LayerNormalization, Transpose, Reshape, Gemm."""
+    Shape(conv_out), Transpose, LayerNormalization, Transpose, Reshape, Gemm. attention (EfficientFormer's and
+    MobileViT's last blocks): Reshape to tokens, Transpose, MatMul to q, k, v and a fourth part left unused,
+    Split, q·kᵀ, Mul, Softmax, MatMul with v, ReduceMean over the tokens, Gemm."""
     rng = np.random.default_rng(seed)
 
     def r(*shape: int, scale: float = 1.0) -> np.ndarray:
@@ -269,6 +271,20 @@ def write_head_classifier(path: str | Path, head: str, seed: int = 0, softmax: b
                    "i64_step": np.array(1, np.int64), "i64_axes_123": np.array([1, 2, 3], np.int64),
                    "i64_columns": np.arange(c, dtype=np.int64).reshape(1, c, 1, 1),
                    "st.shape": np.array([-1, c], np.int64)}
+    elif head == "attention":
+        nodes += [node("Reshape", ["features", "at.tokens"], ["tokens_cf"], name="/tokens"),
+                  node("Transpose", ["tokens_cf"], ["tokens"], name="/tokens/Transpose", perm=[0, 2, 1]),
+                  node("MatMul", ["tokens", "at.qkv"], ["qkv"], name="/qkv/MatMul"),
+                  node("Split", ["qkv", "at.split"], ["q", "k", "v", "unused"], name="/qkv/Split", axis=-1),
+                  node("Transpose", ["k"], ["k_t"], name="/k/Transpose", perm=[0, 2, 1]),
+                  node("MatMul", ["q", "k_t"], ["scores"], name="/scores/MatMul"),
+                  node("Mul", ["scores", "f_half"], ["scaled"], name="/scores/Mul"),
+                  node("Softmax", ["scaled"], ["weights"], name="/attention/Softmax", axis=-1),
+                  node("MatMul", ["weights", "v"], ["mixed"], name="/mixed/MatMul"),
+                  node("ReduceMean", ["mixed"], ["pooled"], name="/tokens/ReduceMean", axes=[1], keepdims=0),
+                  node("Gemm", ["pooled", "at.fc", "fc.bias"], ["logits"], name="/fc/Gemm", transB=1)]
+        arrays |= {"at.tokens": np.array([0, c, SIZE * SIZE], np.int64), "at.qkv": r(c, 14, scale=0.5),
+                   "at.split": np.array([4, 4, 4, 2], np.int64), "at.fc": r(k, 4)}
     else:
         raise ValueError(head)
     output = "logits"

@@ -11,7 +11,7 @@ import pytest
 
 from export.onnx_import.cli import main
 from export.onnx_import.vjp import REGISTRY
-from tests.onnx_classifiers import write_wide_vgg_classifier
+from tests.onnx_classifiers import write_classifier, write_wide_vgg_classifier
 
 
 def _build(tmp_path) -> tuple[int, str]:
@@ -44,3 +44,37 @@ def test_a_wrong_vjp_is_still_refused(tmp_path, capsys, monkeypatch, op, wrong):
     code, output = _build(tmp_path)
     assert code == 1
     assert "self-check failed: gradients" in capsys.readouterr().err
+
+
+def _vanishing(tmp_path, head: str) -> str:
+    """A classifier whose conv output is ~1e-12 (random weights, BatchNorm statistics from the init:
+    torchvision's googlenet reaches its head at std 5e-12), which once failed a correct import."""
+    model = onnx.load(write_classifier(tmp_path / "source.onnx", head=head))
+    for init in model.graph.initializer:
+        if init.name.startswith("conv."):
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * np.float32(1e-12), init.name))
+    onnx.save(model, tmp_path / "vanishing.onnx")
+    return str(tmp_path / "vanishing.onnx")
+
+
+@pytest.mark.parametrize("head", ["gemm", "sigmoid_gemm"])
+def test_vanishing_activations_pass(tmp_path, head):
+    output = tmp_path / "out.onnx"
+    assert main(["--model", _vanishing(tmp_path, head), "--preprocessing", "torch", "--output", str(output)]) == 0
+    check = json.loads({p.key: p.value for p in onnx.load(output).metadata_props}["onnxcam.self_check"])
+    assert check["outputs"]["gradients"]["relative"] < 1e-6
+
+
+def _sigmoid_off_by_a_thousandth(e, node, g, wanted):
+    sigmoid = node.output[0]
+    slope = e.op("Mul", sigmoid, e.op("Sub", e.const(1.0), sigmoid))
+    return {0: e.op("Mul", e.op("Mul", g, slope), e.const(np.float32(1.001)))}
+
+
+def test_vanishing_activations_still_refuse_a_wrong_gradient(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "Sigmoid", _sigmoid_off_by_a_thousandth)
+    output = tmp_path / "out.onnx"
+    assert main(["--model", _vanishing(tmp_path, "sigmoid_gemm"), "--preprocessing", "torch",
+                 "--output", str(output)]) == 1
+    assert "self-check failed: gradients" in capsys.readouterr().err
+    assert not output.exists()

@@ -22,6 +22,8 @@ MODELS = {
     "tiny_mobilenet": ("tiny_mobilenet", "reverse-mode autodiff"),
     "tiny_convnext": ("tiny_convnext", "reverse-mode autodiff"),
     "tiny_convnext_dynamo": ("tiny_convnext", "reverse-mode autodiff"),  # opset 18, .onnx.data, an as_strided Gather
+    "tiny_shufflenet": ("tiny_shufflenet", "global average pooling"),  # Slice ends from Shape: shapes measured
+    "tiny_shufflenet_batch1": ("tiny_shufflenet", "global average pooling"),  # fixed batch: Reshape targets [1, ...]
 }
 
 

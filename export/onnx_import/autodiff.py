@@ -81,7 +81,7 @@ def backward(nodes: Sequence[onnx.NodeProto], target: str, output: str, seed: st
     """Emit d score / d target given `seed` = d score / d output; `nodes` in graph order.
     ExportError naming the first op (from the output back) outside the op set, and its node
     (by `origin`'s name for it, when the nodes are renamed copies)."""
-    from export.onnx_import.vjp import REGISTRY
+    from export.onnx_import.vjp import MULTI_OUTPUT, REGISTRY
 
     active = active_tensors(nodes, target, floats)
     gradients: dict[str, list[str]] = {output: [seed]}
@@ -91,13 +91,18 @@ def backward(nodes: Sequence[onnx.NodeProto], target: str, output: str, seed: st
         if not reached or not wanted:
             continue
         where = f"node {(origin or {}).get(node.name, node.name or node.output[0])}"
-        if node.op_type not in REGISTRY:
+        if node.op_type in MULTI_OUTPUT:  # the gradient of each output, None where the score does not reach it
+            outputs = [emitter.total(gradients.pop(name)) if name in gradients else None for name in node.output]
+            found = MULTI_OUTPUT[node.op_type](emitter, node, outputs, wanted)
+        elif node.op_type in REGISTRY:
+            if reached != [node.output[0]]:
+                raise ExportError(f"unsupported head op {node.op_type} ({where}): only its first output is "
+                                  "differentiated")
+            found = REGISTRY[node.op_type](emitter, node, emitter.total(gradients.pop(node.output[0])), wanted)
+        else:
             raise ExportError(f"unsupported head op {node.op_type} ({where}): onnxcam differentiates "
-                              f"{', '.join(sorted(REGISTRY))}")
-        if reached != [node.output[0]]:
-            raise ExportError(f"unsupported head op {node.op_type} ({where}): only its first output is differentiated")
-        gradient = emitter.total(gradients.pop(node.output[0]))
-        for index, value in REGISTRY[node.op_type](emitter, node, gradient, wanted).items():
+                              f"{', '.join(sorted([*REGISTRY, *MULTI_OUTPUT]))}")
+        for index, value in found.items():
             gradients.setdefault(node.input[index], []).append(value)
     if target not in gradients:
         raise ExportError(f"tensor {target}: the logits do not depend on it through differentiable ops")

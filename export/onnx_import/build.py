@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import sys
 import time
 
@@ -13,7 +12,7 @@ import onnx
 import onnxruntime
 
 from export import contract
-from export.build import package_version, write_atomically  # no TensorFlow at that module's top level
+from export.build import package_version, peak_rss_gib, write_atomically  # no TensorFlow at that module's top level
 from export.errors import ExportError, one_line
 from export.onnx_import.graph import LinearHead, read_classifier
 from export.onnx_import.head import find_head
@@ -67,7 +66,7 @@ def import_model(args: argparse.Namespace) -> None:
     print(f"self-check vs the original model: worst {worst} {figures['outputs'][worst]['relative']:.1e} relative")
     _set_metadata(imported, args, labels, classifier, head.target, preprocessing, mean, std, data, figures)
     size = write_atomically(args.output, imported.SerializeToString())
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak_gib = peak_rss_gib()
     print(f"wrote {args.output} ({size / 2**20:.1f} MiB, {size / len(data):.3f}x the input) in "
           f"{time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
 

@@ -14,6 +14,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from export.errors import ExportError
+from export.onnx_import.shapes import prepared
 
 PASS_THROUGH = ("Flatten", "Reshape", "Squeeze", "Dropout", "Identity")
 
@@ -29,6 +30,8 @@ class Classifier:
     logits: str  # the pre-softmax tensor
     softmax_node: str | None  # the trailing Softmax's name (dropped), or None
     classes: int
+    fixed_batch: int | None  # the input model's batch size where it is fixed (`model` takes any)
+    original: onnx.ModelProto  # the input model as given: the self-check's reference
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, 
     elif None not in spatial and tuple(spatial) != tuple(input_size):
         raise ExportError(f"--input-size {input_size[0]},{input_size[1]}: the model's input is fixed at "
                           f"{spatial[0]}x{spatial[1]}")
-    model = fixed_input(model, image.name, layout, input_size)
+    batch = dims[0]
+    original, model = model, prepared(model, image.name, layout, input_size)
     output = model.graph.output[0].name
     node = producers(model.graph).get(output)
     softmax = node.name if node is not None and node.op_type == "Softmax" else None
@@ -99,7 +103,7 @@ def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, 
     classes = _last_dim(model, logits)
     if classes is None or classes < 2:
         raise ExportError(f"output {output}: not a classifier's output [N, classes] (shape {_shape(model, logits)})")
-    return Classifier(model, image.name, layout, input_size, logits, softmax, classes)
+    return Classifier(model, image.name, layout, input_size, logits, softmax, classes, batch, original)
 
 
 def _layout(dims: list[int | None], layout: str, name: str) -> str:
@@ -113,22 +117,6 @@ def _layout(dims: list[int | None], layout: str, name: str) -> str:
     if dims[3] == 3 and dims[1] != 3:
         return "nhwc"
     raise ExportError(f"input {name} {dims}: cannot tell NCHW from NHWC; give --layout nchw|nhwc")
-
-
-def fixed_input(model: onnx.ModelProto, name: str, layout: str, size: tuple[int, int]) -> onnx.ModelProto:
-    """A copy whose image input has a fixed height and width, with shapes inferred."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    del copy.graph.value_info[:]
-    image = next(value for value in copy.graph.input if value.name == name)
-    dims = image.type.tensor_type.shape.dim
-    for axis, value in zip((2, 3) if layout == "nchw" else (1, 2), size):
-        dims[axis].Clear()
-        dims[axis].dim_value = value
-    try:
-        return onnx.shape_inference.infer_shapes(copy, strict_mode=False, data_prop=True)
-    except Exception as error:  # a model onnx cannot type is not one we can cut safely
-        raise ExportError(f"onnx cannot infer the model's shapes ({' '.join(str(error).split())[:200]})") from None
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
@@ -198,8 +186,8 @@ def _pooled(model: onnx.ModelProto, node: onnx.NodeProto, constants: dict) -> tu
         return node.input[0], "nchw"
     if node.op_type == "ReduceMean":
         axes = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axes"), None)
-        if axes is None and len(node.input) > 1 and node.input[1] in constants:
-            axes = numpy_helper.to_array(constants[node.input[1]]).tolist()
+        if axes is None and len(node.input) > 1:
+            axes = _constant_value(model.graph, node.input[1], constants)
         shape = _shape(model, node.input[0])
         if axes is not None and shape is not None and len(shape) == 4:
             axes = sorted(int(a) % 4 for a in axes)
@@ -209,6 +197,16 @@ def _pooled(model: onnx.ModelProto, node: onnx.NodeProto, constants: dict) -> tu
                 return node.input[0], "nhwc"
     raise ExportError(f"unsupported head op {node.op_type} (node {node.name or node.output[0]}): "
                       "this import explains heads made of global average pooling then one linear layer")
+
+
+def _constant_value(graph: onnx.GraphProto, name: str, constants: dict) -> list | None:
+    """The value of an initializer or Constant node output `name`, else None."""
+    if name in constants:
+        return numpy_helper.to_array(constants[name]).tolist()
+    node = producers(graph).get(name)
+    if node is not None and node.op_type == "Constant" and node.attribute[0].name == "value":
+        return numpy_helper.to_array(node.attribute[0].t).tolist()
+    return None
 
 
 def _not_linear(node: onnx.NodeProto) -> ExportError:

@@ -18,6 +18,8 @@ from export.onnx_import.autodiff import Emitter
 
 Vjp = Callable[[Emitter, onnx.NodeProto, str, set[int]], dict[int, str]]
 REGISTRY: dict[str, Vjp] = {}
+# ops with several outputs: their rule gets the gradient of each output (None where none reaches it)
+MULTI_OUTPUT: dict[str, Callable[[Emitter, onnx.NodeProto, list[str | None], set[int]], dict[int, str]]] = {}
 
 
 def rule(*op_types: str) -> Callable[[Vjp], Vjp]:
@@ -230,6 +232,22 @@ def _erf(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int
     x = node.input[0]
     density = e.op("Exp", e.op("Neg", e.op("Mul", x, x)))
     return {0: e.op("Mul", g, e.op("Mul", density, e.const(2 / math.sqrt(math.pi))))}
+
+
+@rule("Softmax")
+def _softmax(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    y, axis = node.output[0], int(attributes(node).get("axis", -1))  # opset >= 13: along one axis
+    weighted = e.reduce_sum(e.op("Mul", g, y), [axis], keepdims=1)
+    return {0: e.op("Mul", y, e.op("Sub", g, weighted))}
+
+
+def _split(e: Emitter, node: onnx.NodeProto, gradients: list[str | None], wanted: set[int]) -> dict[int, str]:
+    """The outputs' gradients concatenated back (zeros for an output the score does not reach)."""
+    parts = [g if g is not None else e.op("Mul", y, e.const(0.0)) for g, y in zip(gradients, node.output)]
+    return {0: e.op("Concat", *parts, axis=int(attributes(node).get("axis", 0)))}
+
+
+MULTI_OUTPUT["Split"] = _split
 
 
 @rule("BatchNormalization")

@@ -10,7 +10,8 @@ benchmarks/torch_compare.py):
 
 Each <name>.onnx has a random-weight model (torch.manual_seed(0), BatchNorm statistics from 16
 seeded N(0, 1) images so that eval-mode activations do not vanish: torch_compare.recalibrated);
-tiny_convnext_dynamo.onnx (+ its .onnx.data) is tiny_convnext as the dynamo exporter writes it. Each <name>.npz has:
+tiny_convnext_dynamo.onnx (+ its .onnx.data) is tiny_convnext as the dynamo exporter writes it;
+tiny_shufflenet_batch1.onnx is tiny_shufflenet exported for a fixed batch of 1. Each <name>.npz has:
 images (4x64x64x3 uint8, seeded smoothed noise), logits, top (torch's top class), features
 (NCHW, the output of `model.features`: the tensor the head pools), pooled_gradients (NC: the
 gradient of logit[top] w.r.t. features, averaged over H and W) and gradcam (4x64x64: pytorch-grad-cam
@@ -30,6 +31,7 @@ from torch import nn
 from torchvision.models.convnext import CNBlock, LayerNorm2d
 from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
 from torchvision.models.resnet import BasicBlock
+from torchvision.models.shufflenetv2 import InvertedResidual as ShuffleBlock
 from torchvision.ops.misc import Conv2dNormActivation
 
 from benchmarks.torch_compare import recalibrated
@@ -84,8 +86,21 @@ def tiny_convnext() -> Classifier:
     return Classifier(features, nn.Sequential(LayerNorm2d(32), nn.Flatten(1), nn.Linear(32, CLASSES)))
 
 
-MODELS = {"tiny_resnet": tiny_resnet, "tiny_mobilenet": tiny_mobilenet, "tiny_convnext": tiny_convnext}
+def tiny_shufflenet() -> Classifier:
+    """ShuffleNetV2's blocks (channel split and shuffle: Reshape, Transpose, Slice); head: flatten, linear."""
+    features = nn.Sequential(
+        Conv2dNormActivation(3, 24, 3, stride=2), ShuffleBlock(24, 48, 2), ShuffleBlock(48, 48, 1),
+        Conv2dNormActivation(48, 64, 1),
+    )
+    return Classifier(features, nn.Sequential(nn.Flatten(1), nn.Linear(64, CLASSES)))
+
+
+MODELS = {"tiny_resnet": tiny_resnet, "tiny_mobilenet": tiny_mobilenet, "tiny_convnext": tiny_convnext,
+          "tiny_shufflenet": tiny_shufflenet}
 DYNAMO = {"tiny_convnext"}  # its head has the dynamo exporter's as_strided Gather
+# Also exported for a fixed batch of 1 (no dynamic axes, torch.onnx.export's default): the channel
+# shuffle's Reshape targets are folded to constants that start with 1.
+FIXED_BATCH = {"tiny_shufflenet"}
 
 
 def images() -> np.ndarray:
@@ -139,6 +154,9 @@ def main() -> None:
                 model, (torch.zeros(2, 3, SIZE, SIZE),), str(HERE / f"{name}_dynamo.onnx"), opset_version=18, dynamo=True,
                 input_names=["input"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("N")},),
             )
+        if name in FIXED_BATCH:
+            torch.onnx.export(model, (torch.zeros(1, 3, SIZE, SIZE),), str(HERE / f"{name}_batch1.onnx"),
+                              opset_version=17, dynamo=False, input_names=["input"], output_names=["logits"])
         np.savez_compressed(HERE / f"{name}.npz", images=pixels, versions=json.dumps(versions), **reference(model, pixels))
         print(f"{name}: {(HERE / f'{name}.onnx').stat().st_size / 1024:.0f} KB, {versions}")
 
