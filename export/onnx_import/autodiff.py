@@ -20,9 +20,11 @@ class Emitter:
         self.prefix, self.opset, self.shapes, self.constants = prefix, opset, shapes, constants
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self._made = 0
 
     def _fresh(self, hint: str) -> str:
-        return f"{self.prefix}{hint}_{len(self.nodes) + len(self.initializers)}"
+        self._made += 1
+        return f"{self.prefix}{hint}_{self._made}"
 
     def op(self, op_type: str, *inputs: str, **attributes) -> str:
         """One node with one output; returns the output's name."""
