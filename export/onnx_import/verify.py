@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from export import contract
 from export.errors import ExportError, onnxruntime_line
 from export.onnx_import.graph import Classifier, Head
-from export.onnx_import.head import elem_types, head_model
+from export.onnx_import.head import elem_types, head_inputs, head_model
 from export.onnx_import.shapes import batch_hint
 
 MAX_RELATIVE_ERROR = 1e-4
@@ -97,7 +97,7 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
         pixels = pixels.transpose(0, 3, 1, 2)
     output = classifier.original.graph.output[0].name
     compared = list(dict.fromkeys([output, classifier.logits, head.target]))
-    others = [name for name in head_model(classifier, head)[1] if name not in compared]
+    others = [name for name in head_inputs(classifier, head) if name not in compared]
     if classifier.fixed_batch is None:
         values = _values(classifier.original, compared + others, pixels, len(pixels), classifier)
     else:  # the original at its own batch size; what the head reads besides, from the model that takes any
@@ -136,6 +136,7 @@ def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> t
     after it are not differentiable)."""
     extracted, inputs = head_model(classifier, head)
     run, precision = _head_runner(extracted, inputs, classifier.logits, reference, classifier)
+    del extracted  # onnxruntime holds its own copy
     dtype = np.float64 if precision == "float64" else np.float32
     limit = _gradient_limit(precision)
     target = reference["target"]
