@@ -17,8 +17,7 @@ from export.onnx_import.shapes import batch_hint
 MAX_RELATIVE_ERROR = 1e-4
 FLOAT32_GRADIENT_LIMIT = 1e-2  # finite differences in float32 (no float64 kernels): rounding and kinks dominate
 DIRECTIONS = 4
-STEPS = {"float64": (1e-5, 1e-7), "float32": (1e-2, 3e-3, 1e-3)}  # finite-difference steps, times each scale
-# of `_scales`
+STEPS = {"float64": (1e-5, 1e-7), "float32": (1e-2, 3e-3, 1e-3)}  # finite-difference steps, times `_scales`
 
 
 def self_check(
@@ -99,10 +98,12 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
     compared = list(dict.fromkeys([output, classifier.logits, head.target]))
     others = [name for name in head_inputs(classifier, head) if name not in compared]
     if classifier.fixed_batch is None:
-        values = _values(classifier.original, compared + others, pixels, len(pixels), classifier)
+        values = _values(classifier.original, "the original model", compared + others, pixels, len(pixels),
+                         classifier)
     else:  # the original at its own batch size; what the head reads besides, from the model that takes any
-        values = (_values(classifier.original, compared, pixels, classifier.fixed_batch, classifier)
-                  | _values(classifier.model, others, pixels, len(pixels), classifier))
+        values = (_values(classifier.original, "the original model", compared, pixels, classifier.fixed_batch,
+                          classifier)
+                  | _values(classifier.model, "the model made batch-free", others, pixels, len(pixels), classifier))
     logits = values[classifier.logits].astype(np.float64)
     if classifier.softmax_node is not None:
         probabilities = values[output]
@@ -112,8 +113,8 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
     return values | {"probabilities": probabilities, "logits": logits, "target": values[head.target]}
 
 
-def _values(model: onnx.ModelProto, names: list[str], pixels: np.ndarray, step: int, classifier: Classifier
-            ) -> dict[str, np.ndarray]:
+def _values(model: onnx.ModelProto, what: str, names: list[str], pixels: np.ndarray, step: int,
+            classifier: Classifier) -> dict[str, np.ndarray]:
     """Tensors `names` of `model` on `pixels`, run `step` images at a time."""
     if not names:
         return {}
@@ -123,10 +124,10 @@ def _values(model: onnx.ModelProto, names: list[str], pixels: np.ndarray, step: 
     listed = {value.name for value in copy.graph.output}
     copy.graph.output.extend(onnx.helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None)
                              for name in names if name not in listed)
-    run = _runner(copy, "the original model", classifier)
+    run = _runner(copy, what, classifier)
     runs = [run(names, {classifier.input_name: np.ascontiguousarray(pixels[start:start + step])})
             for start in range(0, len(pixels), step)]
-    return {name: np.concatenate(parts) if len(runs) > 1 else parts[0] for name, parts in zip(names, zip(*runs))}
+    return {name: np.concatenate(parts) for name, parts in zip(names, zip(*runs))}
 
 
 def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> tuple[float, str]:
