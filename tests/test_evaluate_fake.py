@@ -11,7 +11,7 @@ import pytest
 
 from runtime import Explainer
 from runtime.evaluate import auc, confidence_change, deletion_curve, evaluate, insertion_curve, model_score
-from runtime.evaluate.metrics import blurred
+from runtime.evaluate.metrics import Normalisation, rise_blurred, step_counts
 from tests.fake_model import INPUT_SIZE, WEIGHTS, blob_image, write_fake_model
 
 
@@ -48,7 +48,7 @@ def test_deletion_and_insertion_auc_equal_the_closed_form(fake, image):
         values = []
         for k in range(steps + 1):
             current = start.reshape(-1, 3).copy()
-            chosen = order[: int(round(k / steps * pixels))]
+            chosen = order[: k * pixels // steps]  # 1024 pixels, 128 per step
             current[chosen] = end.reshape(-1, 3)[chosen]
             values.append(closed_form(current, 0))
         return np.trapezoid(values, dx=1 / steps)
@@ -57,15 +57,15 @@ def test_deletion_and_insertion_auc_equal_the_closed_form(fake, image):
     deletion = auc(deletion_curve(score, image, saliency, 0, steps, batch_size=3))
     insertion = auc(insertion_curve(score, image, saliency, 0, steps, batch_size=3))
     assert deletion == pytest.approx(direct(image, np.zeros_like(image)), rel=1e-5)
-    assert insertion == pytest.approx(direct(blurred(image), image), rel=1e-5)
+    assert insertion == pytest.approx(direct(rise_blurred(image, Normalisation()), image), rel=1e-5)
 
 
 def test_average_drop_equals_the_closed_form(fake, image):
     saliency = np.linspace(0, 2, image.shape[0] * image.shape[1], dtype=np.float32).reshape(image.shape[:2])
-    drop, increase = confidence_change(model_score(fake), image[None], saliency[None], np.array([0]))
+    changes = confidence_change(model_score(fake), image[None], saliency[None], np.array([0]))
     y, o = closed_form(image, 0), closed_form(image * (saliency / 2)[..., None], 0)
-    assert drop[0] == pytest.approx(max(0, y - o) / y * 100, rel=1e-4)
-    assert increase[0] == (100.0 if o > y else 0.0)
+    assert changes["average-drop"][0] == pytest.approx(max(0, y - o) / y * 100, rel=1e-4)
+    assert changes["increase-in-confidence"][0] == (100.0 if o > y else 0.0)
 
 
 def test_perturbed_batches_never_exceed_the_batch_size(fake, image):
@@ -79,7 +79,8 @@ def test_perturbed_batches_never_exceed_the_batch_size(fake, image):
     results = evaluate(Explainer(fake, batch_size=4), [image.astype(np.uint8)] * 3, ["gradcam"],
                        ["deletion", "insertion"], steps=30, score=counting)
     assert results.images == 3 and max(sizes) == 4
-    assert sum(sizes) == 3 * 4 * 2 * 31  # 3 images, gradcam + 3 baselines, 2 curves of 31 steps
+    assert len(step_counts(32 * 32, 30)) == 31
+    assert sum(sizes) == 3 * 6 * 2 * 31  # 3 images, gradcam + 5 baselines, 2 curves of 31 points
 
 
 def test_command_line_writes_the_report_and_counts_a_bad_image(fake, image, tmp_path):
@@ -100,7 +101,8 @@ def test_command_line_writes_the_report_and_counts_a_bad_image(fake, image, tmp_
     assert "Traceback" not in run.stderr
     data = json.loads((out / "metrics.json").read_text())
     assert data["images"] == 1 and data["skipped"] == 1
-    assert set(data["methods"]) == {"gradcam", "eigencam", "random", "gaussian", "edge"}
+    assert set(data["methods"]) == {"gradcam", "eigencam", "random-cam", "layer-noise", "pixel-noise", "gaussian", "edge"}
+    assert {"road", "road-morf", "road-lerf", "deletion", "insertion", "average-drop"} <= set(data["methods"]["gradcam"])
     assert data["methods"]["gradcam"]["pointing-game"]["mean"] == 1.0
     assert data["methods"]["gaussian"]["pointing-game"]["mean"] == float(x - 1 <= 15 <= x + 1 and y - 1 <= 15 <= y + 1)  # its peak: (15, 15)
     assert data["sanity"]["methods"]["gradcam"]["spearman"] == pytest.approx(1)  # the same model twice

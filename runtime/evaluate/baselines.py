@@ -1,12 +1,38 @@
-"""Maps that are not explanations, so that a metric's figure means something."""
+"""Maps that are not explanations, so that a metric's figure means something.
+
+A CAM is smooth: a map at the layer's resolution, upsampled. Removing its top pixels removes
+regions; removing the top pixels of per-pixel noise scatters holes over the whole image, which
+breaks a CNN faster than any region does (the leakage ROAD describes). So the random baselines a
+CAM is compared with are drawn at the layer's resolution and upsampled exactly as the maps are
+(render.fuse); the per-pixel noise map is kept, named pixel-noise, to show that effect.
+"""
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
+from .. import render
 
-def random_map(shape: tuple[int, int], seed: int, index: int) -> np.ndarray:
-    """Uniform noise in 0..1, seeded by (seed, index): the same run gives the same maps."""
-    return np.random.default_rng([seed, index]).random(shape, dtype=np.float32)
+BASELINES = ("random-cam", "layer-noise", "pixel-noise", "gaussian", "edge")
+
+
+def random_cam(feature_maps: Sequence[np.ndarray], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """pytorch-grad-cam's RandomCAM: per target layer ReLU(sum_c w_c A_c) with channel weights
+    w ~ U(-1, 1), normalised and upsampled as every method's maps (render.fuse). feature_maps:
+    one [h, w, C] per target layer."""
+    raw = [np.maximum(a @ rng.uniform(-1, 1, a.shape[-1]).astype(np.float32), 0) for a in feature_maps]
+    return render.fuse(raw, size)
+
+
+def layer_noise(shapes: Sequence[tuple[int, int]], size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Uniform noise at each target layer's resolution, upsampled as the maps are."""
+    return render.fuse([rng.random(shape, dtype=np.float32) for shape in shapes], size)
+
+
+def pixel_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Uniform noise in 0..1 per pixel (not a fair CAM baseline: see the module's note)."""
+    return rng.random(shape, dtype=np.float32)
 
 
 def gaussian_map(shape: tuple[int, int]) -> np.ndarray:
@@ -26,7 +52,17 @@ def edge_map(image: np.ndarray) -> np.ndarray:
     return (magnitude / top if top > 0 else magnitude).astype(np.float32)
 
 
-def baseline_maps(image: np.ndarray, seed: int, index: int) -> dict[str, np.ndarray]:
-    """Every baseline's map of one image, by name."""
+def baseline_maps(
+    image: np.ndarray, feature_maps: Sequence[np.ndarray], seed: int, index: int
+) -> dict[str, np.ndarray]:
+    """Every baseline's map of one image (the index-th of the run), by name; the random ones
+    seeded by (seed, index), so the same run gives the same maps."""
     shape = image.shape[:2]
-    return {"random": random_map(shape, seed, index), "gaussian": gaussian_map(shape), "edge": edge_map(image)}
+    rng = np.random.default_rng([seed, index])
+    return {
+        "random-cam": random_cam(feature_maps, shape, rng),
+        "layer-noise": layer_noise([a.shape[:2] for a in feature_maps], shape, rng),
+        "pixel-noise": pixel_noise(shape, rng),
+        "gaussian": gaussian_map(shape),
+        "edge": edge_map(image),
+    }

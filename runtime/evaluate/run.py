@@ -2,6 +2,7 @@
 collect every metric per method and image (streamed: one image's perturbed batch at a time)."""
 
 import itertools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -12,32 +13,80 @@ from ..errors import ImageError
 from ..explainer import Explainer
 from ..images import decode_image, describe, resize_for_model
 from ..session import open_session
-from . import baselines, metrics, sanity
+from . import baselines, metrics, road, sanity
+from .boxes import BoxLookup
 
-METRICS = ("deletion", "deletion-blur", "insertion", "average-drop", "increase-in-confidence", "pointing-game")
+# what --metrics names, in report order; road gives road, road-morf and road-lerf
+METRICS = ("deletion", "insertion", "road", "average-drop", "increase-in-confidence", "drop-in-confidence",
+           "confidence-change", "pointing-game", "insertion-torchcam", "deletion-blur")
+DEFAULT_METRICS = tuple(m for m in METRICS if m not in ("insertion-torchcam", "deletion-blur"))
+CONFIDENCE = ("average-drop", "increase-in-confidence", "drop-in-confidence", "confidence-change")
+ROAD_VALUES = ("road", "road-morf", "road-lerf")
 CURVES = {
     "deletion": metrics.deletion_curve,
-    "deletion-blur": metrics.blur_deletion_curve,
     "insertion": metrics.insertion_curve,
+    "insertion-torchcam": metrics.torchcam_insertion_curve,
+    "deletion-blur": metrics.blur_deletion_curve,
 }
-BASELINES = ("random", "gaussian", "edge")
+BASELINES = baselines.BASELINES
+MODEL_FREE = ("layer-noise", "pixel-noise", "gaussian", "edge")  # the same map whatever the model
 EXAMPLES = 4  # images drawn in examples.png
+# the raw colour each preprocessing maps to 0, and its scale (export's PREPROCESSING tables)
+NORMALISATIONS = {
+    "torch": metrics.Normalisation((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "tf": metrics.Normalisation((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    "caffe": metrics.Normalisation((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),
+    "none": metrics.Normalisation(),
+}
+
+
+def normalisation_of(preprocessing: str) -> metrics.Normalisation | None:
+    """The model card's preprocessing (a name, or "mean [r, g, b] std [r, g, b]") as a
+    Normalisation; None when it cannot be read."""
+    if preprocessing in NORMALISATIONS:
+        return NORMALISATIONS[preprocessing]
+    number = r"\s*(-?[\d.eE+-]+)\s*"
+    found = re.fullmatch(rf"mean \[{number},{number},{number}\] std \[{number},{number},{number}\]", preprocessing)
+    if not found:
+        return None
+    values = [float(v) for v in found.groups()]
+    return metrics.Normalisation(tuple(values[:3]), tuple(values[3:]))
+
+
+def passes_per_map(chosen: Sequence[str], pixels: int, steps: int) -> int:
+    """Forward passes one map costs (one image, one class) for the chosen metrics."""
+    curve_points = len(metrics.step_counts(pixels, steps))
+    return (sum(curve_points for name in CURVES if name in chosen)
+            + (2 if any(name in chosen for name in CONFIDENCE) else 0)
+            + (2 * len(road.PERCENTILES) + 1 if "road" in chosen else 0))
+
+
+class ModelRuns:
+    """The .onnx on its own session: the class probabilities of any images (fetching only the
+    probabilities), and the target layers' feature maps (for the random-CAM baseline)."""
+
+    def __init__(self, model_path: str, layers: int, device: str = "cpu") -> None:
+        self.session = open_session(model_path, device)
+        self.layers = layers
+
+    def _feeds(self, images: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+        return {contract.INPUT_IMAGE: np.ascontiguousarray(images, dtype=np.float32),
+                contract.INPUT_CLASS_INDEX: np.asarray(classes, dtype=np.int64).reshape(-1, 1)}
+
+    def score(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        classes = np.asarray(classes, dtype=np.int64)
+        (probabilities,) = self.session.run([contract.OUTPUT_PROBABILITIES], self._feeds(images, classes))
+        return probabilities[np.arange(len(images)), classes]
+
+    def feature_maps(self, images: np.ndarray) -> list[np.ndarray]:
+        """One [N, h, w, C] per target layer."""
+        names = [contract.layer_output(contract.OUTPUT_FEATURE_MAPS, i) for i in range(self.layers)]
+        return self.session.run(names, self._feeds(images, np.full(len(images), -1)))
 
 
 def model_score(model_path: str, device: str = "cpu") -> metrics.Score:
-    """score(images, classes) -> each image's class probability: one run of the same .onnx per
-    call on its own session (runtime.session.open_session), fetching only the probabilities.
-    Stands in for a public Explainer.probabilities(images) (see the report)."""
-    session = open_session(model_path, device)
-
-    def score(images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        classes = np.asarray(classes, dtype=np.int64)
-        feeds = {contract.INPUT_IMAGE: np.ascontiguousarray(images, dtype=np.float32),
-                 contract.INPUT_CLASS_INDEX: classes[:, None]}
-        (probabilities,) = session.run([contract.OUTPUT_PROBABILITIES], feeds)
-        return probabilities[np.arange(len(images)), classes]
-
-    return score
+    """score(images, classes) -> each image's class probability through the .onnx."""
+    return ModelRuns(model_path, 0, device).score
 
 
 class Counted:
@@ -59,7 +108,9 @@ class Results:
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     correlations: dict[str, list[float]] = field(default_factory=dict)
     images: int = 0
+    names: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    unboxed: list[str] = field(default_factory=list)
     examples: list[tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=list)
 
     def add(self, name: str, metric: str, value: float) -> None:
@@ -70,24 +121,38 @@ class Results:
         totals[metric] = totals.get(metric, 0) + values
 
 
+@dataclass(frozen=True)
+class Settings:
+    """How each map is measured."""
+
+    chosen: Sequence[str] = DEFAULT_METRICS
+    steps: int = 50
+    batch_size: int = 32
+    normalisation: metrics.Normalisation = metrics.Normalisation()
+    road_noise: bool = True  # pytorch-grad-cam's N(0, 0.01) on the imputed pixels; False: none
+
+
 def evaluate_map(
     score: metrics.Score, image: np.ndarray, saliency: np.ndarray, class_index: int,
-    chosen: Sequence[str], steps: int, batch_size: int, boxes: np.ndarray | None,
+    settings: Settings, boxes: np.ndarray | None, rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Every chosen metric of one map: its values and its deletion / insertion curves."""
-    values, curves = {}, {}
+    chosen, values, curves = settings.chosen, {}, {}
     for name, make_curve in CURVES.items():
         if name in chosen:
-            curves[name] = make_curve(score, image, saliency, class_index, steps, batch_size)
+            curves[name] = make_curve(score, image, saliency, class_index, settings.steps, settings.batch_size,
+                                      settings.normalisation)
             values[name] = metrics.auc(curves[name])
-    if "average-drop" in chosen or "increase-in-confidence" in chosen:
-        drop, increase = metrics.confidence_change(
-            score, image[None], saliency[None], np.array([class_index])
-        )
-        values["average-drop"], values["increase-in-confidence"] = float(drop[0]), float(increase[0])
+    if any(name in chosen for name in CONFIDENCE):
+        changes = metrics.confidence_change(score, image[None], saliency[None], np.array([class_index]),
+                                            settings.normalisation)
+        values |= {name: float(change[0]) for name, change in changes.items() if name in chosen}
+    if "road" in chosen:
+        values |= road.road_scores(score, image, saliency, class_index, settings.batch_size, settings.normalisation,
+                            rng if settings.road_noise else None)
     if "pointing-game" in chosen and boxes is not None and len(boxes):
         values["pointing-game"] = metrics.pointing_hit(saliency, boxes)
-    return {k: v for k, v in values.items() if k in chosen}, curves
+    return values, curves
 
 
 def decoded_images(
@@ -110,7 +175,7 @@ def evaluate(
     explainer: Explainer,
     sources: Iterable,
     methods: Sequence[str],
-    chosen: Sequence[str] = METRICS,
+    chosen: Sequence[str] = DEFAULT_METRICS,
     top_k: int = 1,
     class_index: Sequence[int] | None = None,
     steps: int = 50,
@@ -120,31 +185,42 @@ def evaluate(
     on_error: Callable[[ImageError], None] = lambda error: None,
     on_image: Callable[[], None] = lambda: None,
     score: metrics.Score | None = None,
+    normalisation: metrics.Normalisation | None = None,
 ) -> Results:
     """Every metric of every method and baseline over the images, in batches of the explainer's
-    batch_size. boxes: {source: {class index: [[x0, y0, x1, y1], ...]}} in original pixels."""
-    score = score or model_score(explainer.model_path)
+    batch_size. boxes: {source: {class index: [[x0, y0, x1, y1], ...]}} in original pixels,
+    checked (boxes.read), matched by path, then by file name where unique. normalisation: the
+    model's, read from its card when None."""
+    runs = ModelRuns(explainer.model_path, len(explainer.card.layers))
+    score = score or runs.score
+    if normalisation is None:
+        normalisation = normalisation_of(explainer.card.preprocessing) or metrics.Normalisation()
+    settings = Settings(chosen, steps, explainer.batch_size, normalisation)
+    lookup = BoxLookup(boxes) if boxes is not None else None
     results = Results()
-    batch = explainer.batch_size
     decoded = decoded_images(sources, explainer.card.input_size, explainer.max_pixels,
                              lambda error: (results.skipped.append(str(error)), on_error(error)))
-    while chunk := list(itertools.islice(decoded, batch)):
+    while chunk := list(itertools.islice(decoded, explainer.batch_size)):
         arrays = [image for _, _, image in chunk]
         outcomes = list(explainer.explain_methods(arrays, methods, top_k, class_index, explain_top=top_k))
-        for (source, original, image), per_method in zip(chunk, outcomes, strict=True):
+        layers = runs.feature_maps(np.stack(arrays).astype(np.float32))
+        for n, ((source, original, image), per_method) in enumerate(zip(chunk, outcomes, strict=True)):
             index = results.images
             results.images += 1
+            results.names.append(source)
+            per_class = lookup.find(source) if lookup else None
+            if lookup and per_class is None:
+                results.unboxed.append(source)
             for k, class_map in enumerate(per_method[0].explanation.maps):
                 target = class_map.class_index
-                image_boxes = _boxes_for(boxes, source, target, original, image.shape[:2])
+                image_boxes = _scaled(per_class, target, original, image.shape[:2])
                 maps = {m: outcome.explanation.maps[k].heatmap for m, outcome in zip(methods, per_method)}
-                maps |= baselines.baseline_maps(image, seed, index)
+                maps |= baselines.baseline_maps(image, [layer[n] for layer in layers], seed, index * 1000 + k)
                 if len(results.examples) < EXAMPLES:
                     results.examples.append((image, maps))
+                rng = np.random.default_rng([seed, index, k, 1])
                 for name, saliency in maps.items():
-                    values, curves = evaluate_map(
-                        score, image, saliency, target, chosen, steps, batch, image_boxes
-                    )
+                    values, curves = evaluate_map(score, image, saliency, target, settings, image_boxes, rng)
                     for metric, value in values.items():
                         results.add(name, metric, value)
                     for metric, values_ in curves.items():
@@ -159,26 +235,22 @@ def _sanity(
     results: Results, random_explainer: Explainer, image: np.ndarray, methods: Sequence[str],
     target: int, maps: dict[str, np.ndarray],
 ) -> None:
-    """Each method's (and baseline's) map on the random model against the trained model's."""
+    """Each method's (and model-free baseline's) map on the random model against the trained
+    model's."""
     random_maps = {
         m: outcome.explanation.maps[0].heatmap
         for m, outcome in zip(methods, next(random_explainer.explain_methods([image], methods, 1, [target])))
     }
-    random_maps |= {b: maps[b] for b in BASELINES}  # the baselines never look at the model
+    random_maps |= {b: maps[b] for b in MODEL_FREE}
     for name, random_map in random_maps.items():
         results.correlations.setdefault(name, []).append(sanity.spearman(maps[name], random_map))
 
 
-def _boxes_for(
-    boxes: dict | None, source: str, class_index: int, original: tuple[int, int], size: tuple[int, int]
+def _scaled(
+    per_class: dict | None, class_index: int, original: tuple[int, int], size: tuple[int, int]
 ) -> np.ndarray | None:
-    """The boxes of (source, class), scaled from original pixels to the model's input."""
-    if boxes is None:
-        return None
-    per_class = boxes.get(source)
-    if per_class is None:
-        return None
-    found = per_class.get(str(class_index), per_class.get(class_index))
+    """The boxes of one class, scaled from original pixels to the model's input."""
+    found = (per_class or {}).get(str(class_index))
     if not found:
         return None
     scale = np.array([size[1] / original[1], size[0] / original[0]] * 2)
