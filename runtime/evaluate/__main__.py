@@ -111,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         methods = _split(args.methods, list(METHODS), "method")
         chosen = _split(args.metrics, METRICS, "metric")
         boxes = box_file.read(args.boxes) if args.boxes is not None else None
+        if boxes is None:
+            chosen = [name for name in chosen if name != "pointing-game"]  # nothing to point at
         if args.steps < 1:
             raise OnnxcamError(f"steps {args.steps}: must be at least 1")
         explainer = Explainer(args.model, batch_size=args.batch_size)

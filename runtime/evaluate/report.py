@@ -146,24 +146,26 @@ def curves_image(curves: dict) -> np.ndarray:
     class), ticks and labels on both axes, and a legend: HxWx3 uint8 BGR (OpenCV)."""
     present = [m for m in CURVE_METRICS if any(m in per for per in curves.values())]
     top_value = max(float(np.max(per[m])) for per in curves.values() for m in present if m in per)
-    y_max = max(0.1, float(np.ceil(top_value * 10) / 10))
+    tick = 0.1 if top_value <= 0.8 else 0.2
+    y_max = max(tick, float(np.ceil(top_value / tick - 1e-9) * tick))
     styles = {name: (PALETTE[i % len(PALETTE)], name in BASELINES) for i, name in enumerate(curves)}
-    panels = [_panel(metric, curves, styles, y_max) for metric in present]
+    panels = [_panel(metric, curves, styles, y_max, tick) for metric in present]
     return np.vstack([np.hstack(panels), _legend(styles, sum(p.shape[1] for p in panels))])
 
 
-def _panel(metric: str, curves: dict, styles: dict, y_max: float) -> np.ndarray:
+def _panel(metric: str, curves: dict, styles: dict, y_max: float, tick: float) -> np.ndarray:
     height, width = PANEL
     left, top, right, bottom = MARGIN[0], MARGIN[1], width - MARGIN[2], height - MARGIN[3]
     panel = np.full((height, width, 3), 255, np.uint8)
     for i in range(6):
         x = int(left + i / 5 * (right - left))
-        y = int(bottom - i / 5 * (bottom - top))
         cv2.line(panel, (x, bottom), (x, bottom + 5), TEXT, 1)
+        _text(panel, f"{i / 5:.1f}", (x, bottom + 20), centre=True)
+    for i in range(int(round(y_max / tick)) + 1):
+        y = int(bottom - i * tick / y_max * (bottom - top))
         cv2.line(panel, (left - 5, y), (left, y), TEXT, 1)
         cv2.line(panel, (left + 1, y), (right - 1, y), (225, 225, 225), 1)
-        _text(panel, f"{i / 5:.1f}", (x, bottom + 20), centre=True)
-        _text(panel, f"{i / 5 * y_max:.2f}", (left - 45, y + 5))
+        _text(panel, f"{i * tick:.1f}", (left - 35, y + 5))
     cv2.rectangle(panel, (left, top), (right, bottom), TEXT, 1)
     action = "removed" if metric.startswith("deletion") else "revealed"
     _text(panel, f"{metric} ({BETTER[metric]} area is better)", ((left + right) // 2, 25), centre=True)
