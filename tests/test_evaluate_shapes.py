@@ -7,11 +7,13 @@ import pytest
 
 from runtime import METHODS, Explainer
 from runtime.evaluate import evaluate
+from runtime.evaluate.baselines import BASELINES
 from runtime.evaluate import report as report_files
 from runtime.evaluate.report import summary
 from tests.conftest import export_or_fail
 
 IMAGES = 16
+CHOSEN = ("deletion", "insertion", "road", "deletion-blur", "average-drop", "pointing-game")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def report(shapes_model, untrained_shapes_model, tmp_path_factory: pytest.TempPa
     box_json = {name: {str(label): [box.tolist()]} for name, label, box in zip(names, labels, boxes)}
     explainer = Explainer(shapes_model.onnx_path, batch_size=16)
     results = evaluate(
-        explainer, list(images), list(METHODS), top_k=1, steps=20, seed=0, boxes=box_json,
+        explainer, list(images), list(METHODS), CHOSEN, top_k=1, steps=20, seed=0, boxes=box_json,
         random_explainer=Explainer(untrained_shapes_model, batch_size=16),
     )
     assert results.images == IMAGES and not results.skipped
@@ -50,36 +52,42 @@ def mean(report: dict, method: str, metric: str) -> float:
     return report["methods"][method][metric]["mean"]
 
 
-def test_grad_cam_inserts_better_than_the_random_map(report):
-    assert mean(report, "gradcam", "insertion") > mean(report, "random", "insertion") + 0.1
-    assert report["methods"]["gradcam"]["insertion"]["low"] > report["methods"]["random"]["insertion"]["high"]
+def test_grad_cam_beats_the_cam_like_random_maps_on_deletion_insertion_and_road(report):
+    # Measured (16 images, 20 steps): deletion 0.34 vs random-cam 0.47 and layer-noise 0.64;
+    # insertion 0.94 vs 0.82 and 0.71; ROAD 0.33 vs 0.12 and 0.04.
+    for baseline in ("random-cam", "layer-noise"):
+        assert mean(report, "gradcam", "deletion") < mean(report, baseline, "deletion") - 0.05, baseline
+        assert mean(report, "gradcam", "insertion") > mean(report, baseline, "insertion") + 0.05, baseline
+        assert mean(report, "gradcam", "road") > mean(report, baseline, "road") + 0.1, baseline
+        assert report["methods"]["gradcam"]["road"]["low"] > report["methods"][baseline]["road"]["high"], baseline
 
 
-def test_grad_cam_deletes_better_than_the_model_free_maps(report):
-    # Measured: against the random map, deletion to black ties (0.37 vs 0.36 on 16 images): with 3
-    # classes both curves fall to the black image's ~1/3 within 20 % of the pixels, since scattered
-    # black pixels already break the shape. The centred Gaussian and the edge map lose clearly.
-    for baseline in ("gaussian", "edge"):
-        assert mean(report, "gradcam", "deletion") < mean(report, baseline, "deletion") - 0.1, baseline
-    assert report["curves"]["gradcam"]["deletion"][2] < report["curves"]["random"]["deletion"][2] - 0.1
+def test_pixel_noise_nearly_ties_grad_cam_on_deletion_and_not_on_road(report):
+    """The leak ROAD removes: per-pixel holes break the shape whatever the order, so pixel noise
+    deletes almost as well as Grad-CAM (measured 0.37 vs 0.34); once the holes are imputed from
+    their neighbours it scores nothing (ROAD 0.00 vs 0.33)."""
+    assert abs(mean(report, "pixel-noise", "deletion") - mean(report, "gradcam", "deletion")) < 0.1
+    assert mean(report, "pixel-noise", "road") < 0.05 < 0.2 < mean(report, "gradcam", "road")
 
 
 def test_grad_cam_deletes_to_the_blur_far_better_than_every_baseline(report):
-    # Measured (16 images, 20 steps): Grad-CAM 0.35, random 0.68, Gaussian 0.50, edges 0.61.
-    for baseline in ("random", "gaussian", "edge"):
+    # Measured (16 images, 20 steps): Grad-CAM 0.35, random-cam 0.46, layer-noise 0.67,
+    # pixel-noise 0.67, Gaussian 0.50, edges 0.60.
+    for baseline in BASELINES:
         assert mean(report, "gradcam", "deletion-blur") < mean(report, baseline, "deletion-blur") - 0.1, baseline
 
 
 def test_the_edge_map_does_not_beat_grad_cam(report):
     # insertion excepted: measured, revealing the sharp outline of the shape from its blur is what
-    # the edge map does best (0.94 vs Grad-CAM's 0.91 on 16 images)
-    for metric, sign in (("deletion", 1), ("average-drop", 1), ("pointing-game", -1)):
+    # the edge map does best (0.94 vs Grad-CAM's 0.94 on 16 images)
+    for metric, sign in (("deletion", 1), ("average-drop", 1), ("pointing-game", -1), ("road", -1)):
         assert sign * mean(report, "edge", metric) >= sign * mean(report, "gradcam", metric), metric
 
 
 def test_grad_cam_points_at_the_shape(report):
     assert mean(report, "gradcam", "pointing-game") >= 0.8
-    assert mean(report, "gradcam", "pointing-game") > mean(report, "random", "pointing-game")
+    for baseline in BASELINES:
+        assert mean(report, "gradcam", "pointing-game") > mean(report, baseline, "pointing-game"), baseline
 
 
 def test_the_sanity_check_flags_the_edge_map_and_not_grad_cam(report):

@@ -85,7 +85,7 @@ def _steps_images(
     rank = rank.reshape(height, width)
     for first in range(0, len(counts), batch_size):
         chosen = rank[None] < counts[first:first + batch_size, None, None]
-        yield np.where(chosen[..., None], end[None], start[None]).astype(np.float32)
+        yield np.where(chosen[..., None], end[None], start[None]).astype(np.float32, copy=False)
 
 
 def curve(
