@@ -102,7 +102,10 @@ def main() -> int:
           f"steps {args.steps}, batch {args.batch_size}")
     print(f"{'metrics':<24} {'passes/map':>10} {'evaluate ms/pass':>17} {'plain ort ms/pass':>18} {'ratio':>6} "
           f"{'solves s/map':>13}")
-    for group, passes, ours, plain, solve in rows:
+    total = sum(passes for _, passes, *_ in rows)
+    overall = ("all (weighted by passes)", total, sum(p * ours for _, p, ours, _, _ in rows) / total,
+               sum(p * plain for _, p, _, plain, _ in rows) / total, sum(solve for *_, solve in rows))
+    for group, passes, ours, plain, solve in [*rows, overall]:
         print(f"{group:<24} {passes:>10.0f} {ours * 1e3:>17.3f} {plain * 1e3:>18.3f} {ours / plain:>6.2f} "
               f"{solve:>13.2f}")
     return 0
