@@ -6,37 +6,37 @@ import contextlib
 import json
 import os
 import re
-import signal
 import sys
-import threading
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TextIO
 
 import numpy as np
 
+from . import commandline
+from .commandline import (
+    EXIT_CANNOT_START,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PIPE_CLOSED,
+    EXIT_TERMINATED,
+    OneLineParser,
+    method_list,  # noqa: F401 (runtime.batch imports it from here until it adopts runtime.commandline)
+    shown,
+    write_line,
+)
 from .errors import ModelError, UsageError, one_line
-from .explainer import Explainer
-from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from .methods import DEFAULT_MAX_CHANNELS, METHODS
+from .images import IMAGE_SUFFIXES
 from .render import contact_sheet, encoded_image, npy_parts
 from .render import overlay as render_overlay
-from .results import ClassMap, Explanation, Outcome
-from .session import DEVICES
+from .model_card import ModelCard
+from .results import ClassMap, Explanation, Outcome, record
 from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, Buffer, name_max, probe_folder, shortened, write_set
 
-EXIT_OK = 0
-EXIT_IMAGE_FAILED = 1
-EXIT_CANNOT_START = 2
-EXIT_INTERRUPTED = 130
-EXIT_PIPE_CLOSED = 141
-EXIT_TERMINATED = 143
-DEFAULT_TOP_K = 3
+PROG = "onnxcam"
 PROGRESS_MIN_IMAGES = 4
 WRITER_THREADS = 2  # encode and write while the model runs the next batch
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 EPILOG = f"""\
 outputs, per image and explained class (each image's files appear all together or not at all):
@@ -56,7 +56,7 @@ durability:
   write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one
 exit codes:
   {EXIT_OK}  every image succeeded
-  {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
+  {EXIT_FAILED}  at least one image failed (one line each on stderr); the others were written
   {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model, --out not
      writable, CUDA unavailable, class index or top-k out of range
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
@@ -64,16 +64,9 @@ exit codes:
   {EXIT_TERMINATED}  terminated (SIGTERM); images being written were finished, nothing half-written"""
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other error."""
-
-    def error(self, message: str) -> None:
-        self.exit(EXIT_CANNOT_START, f"onnxcam: arguments: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="onnxcam",
+        prog=PROG,
         description="Grad-CAM heatmaps and top-k predictions from an onnxcam .onnx model.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,58 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "inputs", nargs="+", metavar="IMAGE", help="image files, or folders to search for them"
     )
-    parser.add_argument("--model", required=True, help="the .onnx file written by python -m export.build")
-    parser.add_argument("--out", default="out", help="output folder (default: out)")
-    parser.add_argument(
-        "--top-k", type=int, help=f"predictions to report (default: {DEFAULT_TOP_K})"
-    )
-    parser.add_argument(
-        "--explain-top",
-        type=int,
-        metavar="N",
-        help="write maps for the N most probable classes (default: 1, the predicted class)",
-    )
-    parser.add_argument(
-        "--class",
-        dest="class_index",
-        type=int,
-        nargs="+",
-        action="extend",
-        metavar="N",
-        help="write maps for these class indices instead",
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="auto = CUDA when available (default)"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model run (default: 8)")
+    commandline.add_model(parser)
+    commandline.add_out(parser, default="out")
+    commandline.add_targets(parser)
+    commandline.add_session(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"refuse larger images (default: {DEFAULT_MAX_PIXELS})",
-    )
-    parser.add_argument(
-        "--method",
-        type=method_list,
-        default=["gradcam"],
-        metavar="M[,M...]",
-        help=f"CAM methods, comma-separated: {', '.join(METHODS)} (default: gradcam)",
-    )
-    parser.add_argument(
-        "--aug-smooth", action="store_true", help="average over horizontal flips x intensity 0.9/1/1.1"
-    )
-    parser.add_argument(
-        "--eigen-smooth",
-        action="store_true",
-        help="first principal component of the weighted activations instead of their sum",
-    )
-    parser.add_argument(
-        "--max-channels",
-        type=int,
-        default=DEFAULT_MAX_CHANNELS,
-        help=f"scorecam: model runs per image, for the most active channels (default: {DEFAULT_MAX_CHANNELS})",
-    )
+    commandline.add_method_options(parser)
     parser.add_argument(
         "--overlay-format",
         choices=("png", "jpg", "webp"),
@@ -153,49 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def method_list(text: str) -> list[str]:
-    """'gradcam,scorecam' -> ['gradcam', 'scorecam']; each a known method, none twice."""
-    methods = [name.strip() for name in text.split(",")]
-    unknown = [name for name in methods if name not in METHODS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r} (use {', '.join(METHODS)})")
-    if len(set(methods)) != len(methods):
-        raise argparse.ArgumentTypeError(f"a method given twice in {text!r}")
-    return methods
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Never lets a traceback out."""
-    warnings.showwarning = _warning_on_one_line
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else EXIT_CANNOT_START
-    previous = _handle_sigterm()
-    try:
-        return run(args)
-    except Terminated:
-        _report("terminated")
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        _report("interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. --json | head: the reader has gone; nothing more to say
-        _silence_stdout()
-        return EXIT_PIPE_CLOSED
-    except Exception as error:  # the last guard: one line, never a traceback
-        _report(f"unexpected error: {type(error).__name__}: {one_line(error)}")
-        return EXIT_CANNOT_START
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return commandline.run_main(PROG, build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,21 +114,9 @@ def run(args: argparse.Namespace) -> int:
                 "choose another --out")
         return EXIT_CANNOT_START
     try:
-        explainer = Explainer(
-            args.model,
-            args.device,
-            args.batch_size,
-            args.max_pixels,
-            args.method[0],
-            args.aug_smooth,
-            args.eigen_smooth,
-            args.max_channels,
-        )
-        top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, explainer.card.num_classes)
-        if args.explain_top is not None and args.class_index is not None:
-            raise UsageError("--explain-top and --class: give one of them")
-        explain_top = args.explain_top if args.explain_top is not None else 1
-        outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index, explain_top)
+        explainer = commandline.explainer_from_args(args)
+        targets = commandline.targets_from_args(args, explainer.card)
+        outcomes = explainer.explain_targets(sources, targets)
     except (ModelError, UsageError) as error:
         _report(str(error))
         if created:
@@ -231,13 +126,12 @@ def run(args: argparse.Namespace) -> int:
     if card.random_weights:
         _report(f"warning: {args.model} was exported with random weights "
                 f"({card.weights.get('source', 'none')}): its predictions and maps mean nothing")
-    weights = {"source": card.weights.get("source"), "random": card.random_weights}
     layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
     _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
     for folder in empty_folders:
         _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
     options = OutputOptions(
-        args.out, args.method != ["gradcam"], args.class_index is not None,
+        args.out, targets.methods != ("gradcam",), targets.classes is not None,
         args.overlay_format, args.heatmaps, args.grid,
     )
     stems = output_stems(sources, name_max(args.out) - LONGEST_SUFFIX)
@@ -254,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             _report(f"{source}: cannot write outputs ({type(error).__name__}: {one_line(error)})")
             return 1
         try:
-            _write_line(format_result(explanations, files, grid, args.json, weights), sys.stdout)
+            write_line(format_result(explanations, files, grid, args.json, card), sys.stdout)
         except BrokenPipeError:
             raise
         except Exception as error:  # its files are written; only the report failed
@@ -283,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += report_written(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a set being written is finished whole
-    return EXIT_IMAGE_FAILED if failures else EXIT_OK
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator[tuple[Outcome, ...] | None]:
@@ -298,26 +192,6 @@ def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator
                     "the images after the last one reported were not explained")
             yield None
             return
-
-
-def _handle_sigterm() -> signal.Handlers | None:
-    """Turn SIGTERM into Terminated (in the main thread only); returns the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, terminate)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -443,55 +317,27 @@ def format_result(
     files: Sequence[list[tuple[str, str | None]]],
     grid: str | None,
     as_json: bool,
-    weights: dict | None = None,
+    card: ModelCard | None = None,
 ) -> str:
-    """One JSON line, or a short table, for one image explained by one or more methods; the JSON
-    says where the model's weights came from (`weights`: source, random)."""
-    first = explanations[0]
-    maps = [
-        (explanation.method, class_map, overlay, heatmap)
-        for explanation, method_files in zip(explanations, files, strict=True)
-        for class_map, (overlay, heatmap) in zip(explanation.maps, method_files, strict=True)
-    ]
+    """One JSON line (results.record, plus each map's overlay and heatmap files and the grid),
+    or a short table, for one image explained by one or more methods."""
+    paths = [paths for method_files in files for paths in method_files]
     if as_json:
-        report = {
-            "image": first.source,
-            "predictions": [
-                {"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions
-            ],
-            "maps": [
-                {
-                    "method": method,
-                    "class_index": m.class_index,
-                    "label": m.label,
-                    "overlay": overlay,
-                    "heatmap": heatmap,
-                    "peak": list(m.peak),
-                }
-                for method, m, overlay, heatmap in maps
-            ],
-        }
-        report["weights"] = weights or {}
-        return json.dumps(report | ({"grid": grid} if grid else {}))
+        document = record(explanations, card)
+        for entry, (overlay, heatmap) in zip(document["maps"], paths, strict=True):
+            entry.update(overlay=overlay, heatmap=heatmap)
+        return json.dumps(document | ({"grid": grid} if grid else {}))
+    first = explanations[0]
+    maps = [(explanation.method, class_map) for explanation in explanations for class_map in explanation.maps]
     width = max(len(p.label) for p in first.predictions + first.maps)
     lines = [shown(first.source)]
     lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
     tagged = len(explanations) > 1
-    for method, m, overlay, _ in maps:
+    for (method, m), (overlay, _) in zip(maps, paths, strict=True):
         tag = f" {method}" if tagged else ""
         lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {shown(overlay)}")
     lines += [f"  grid {shown(grid)}"] if grid else []
     return "\n".join(lines)
-
-
-def shown(text: str) -> str:
-    """`text` safe to print on one line: bytes that were not UTF-8 as \\xNN, control characters
-    (newlines included) as \\n, \\x1b, ..."""
-    try:
-        readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        readable = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), readable)
 
 
 def _progress_bar(total: int):
@@ -502,18 +348,5 @@ def _progress_bar(total: int):
     return tqdm(total=total, unit="image", file=sys.stderr)
 
 
-def _write_line(text: str, file: TextIO) -> None:
-    """Print a line; above the progress bar when one shows (tqdm.write clears and redraws it)."""
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is not None:
-        tqdm.tqdm.write(text, file=file)
-    else:
-        print(text, file=file)
-
-
 def _report(message: str) -> None:
-    _write_line(f"onnxcam: {shown(message)}", sys.stderr)
-
-
-def _warning_on_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    _report(f"warning: {one_line(message)}")
+    commandline.report(PROG, message)

@@ -39,6 +39,14 @@ def export_or_fail(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake four-class onnxcam model of tests/fake_model.py (no TensorFlow needed)."""
+    from tests.fake_model import write_fake_model
+
+    return write_fake_model(tmp_path_factory.mktemp("fake_model") / "fake.onnx")
+
+
+@pytest.fixture(scope="session")
 def resnet50_export(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     """Random-weight (seeded) ResNet50 at conv5_block3_out, exported through the CLI."""
     output = tmp_path_factory.mktemp("resnet50") / "resnet50_gradcam.onnx"

@@ -89,8 +89,8 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
             )
         stem = Path(report["image"]).stem
         for rank, entry in enumerate(report["maps"], start=1):
-            assert set(entry) == {"method", "class_index", "label", "overlay", "heatmap", "peak"}
-            assert entry["method"] == "gradcam"
+            assert set(entry) == {"method", "class_index", "label", "rank", "overlay", "heatmap", "peak"}
+            assert entry["method"] == "gradcam" and entry["rank"] == rank
             label = entry["label"].replace(" ", "_")
             assert entry["overlay"] == str(out / f"{stem}_top{rank}_{label}_overlay.png")
             assert entry["heatmap"] == str(out / f"{stem}_top{rank}_{label}_heatmap.npy")
@@ -203,16 +203,19 @@ def corrupt_model(tmp_path: Path) -> Path:
         (lambda tmp, model: ["--model", model, "--class", "7"], "class index 7: out of range"),
         (lambda tmp, model: ["--model", model, "--top-k", "9"], "top_k 9: must be between 1"),
         (lambda tmp, model: ["--model", model, "--explain-top", "0"], "explain_top 0: must be at least 1"),
-        (lambda tmp, model: ["--model", model, "--explain-top", "2", "--class", "1"], "--explain-top and --class: give one"),
+        (
+            lambda tmp, model: ["--model", model, "--explain-top", "2", "--class", "1"],
+            "arguments: argument --class: not allowed with argument --explain-top",
+        ),
         (lambda tmp, model: ["--model", model, "--batch-size", "0"], "batch size 0: must be at least 1"),
         (lambda tmp, model: ["--model", model, "--max-channels", "0"], "max channels 0: must be at least 1"),
         (
             lambda tmp, model: ["--model", model, "--method", "gradcam,magic"],
-            "arguments: argument --method: unknown method 'magic' (use gradcam, gradcam++,",
+            "arguments: argument --method/--methods: method 'magic': unknown (use gradcam, gradcam++,",
         ),
         (
             lambda tmp, model: ["--model", model, "--method", "eigencam,eigencam"],
-            "arguments: argument --method: a method given twice in 'eigencam,eigencam'",
+            "arguments: argument --method/--methods: a method given twice in 'eigencam,eigencam'",
         ),
         (lambda tmp, model: ["--model", model, "--class", "two"], "arguments: argument --class: invalid int"),
         (
