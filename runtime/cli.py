@@ -3,15 +3,10 @@
 import argparse
 import collections
 import contextlib
-import json
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-
-import numpy as np
 
 from . import commandline
 from .commandline import (
@@ -23,16 +18,17 @@ from .commandline import (
     EXIT_TERMINATED,
     OneLineParser,
     method_list,  # noqa: F401 (runtime.batch imports it from here until it adopts runtime.commandline)
-    shown,
     write_line,
 )
 from .errors import ModelError, UsageError, one_line
 from .images import IMAGE_SUFFIXES
-from .render import contact_sheet, encoded_image, npy_parts
-from .render import overlay as render_overlay
+from .naming import LONGEST_SUFFIX, name_max, output_stems
+from .outputs import OutputOptions, write_image
+from .reporting import format_result, progress_bar
 from .model_card import ModelCard
-from .results import ClassMap, Explanation, Outcome, record
-from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, Buffer, name_max, probe_folder, shortened, write_set
+from .results import Explanation, Outcome
+from .targets import DEFAULT_METHOD, Targets
+from .writer import probe_folder
 
 PROG = "onnxcam"
 PROGRESS_MIN_IMAGES = 4
@@ -106,13 +102,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command, once its arguments are parsed: explain each image, write its files, print it."""
     sources, empty_folders = collect_images(args.inputs)
+    started = start(args, sources)
+    if started is None:
+        return EXIT_CANNOT_START
+    card, targets, outcomes = started
+    for folder in empty_folders:
+        _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+    options = OutputOptions(
+        args.out, targets.methods != (DEFAULT_METHOD,), targets.classes is not None,
+        args.overlay_format, args.heatmaps, args.grid,
+    )
+    failures = len(empty_folders) + write_and_report(args, sources, outcomes, options, card)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def start(args: argparse.Namespace, sources: list[str]) -> tuple[ModelCard, Targets, Iterator] | None:
+    """Check --out, load the model, check the targets and say what runs; None (after one line)
+    if the run cannot start. The output folder is checked before the model loads, and removed
+    again if this created it and the run cannot start."""
     try:
         created = probe_folder(args.out)
     except OSError as error:
         _report(f"{args.out}: cannot write to the output folder ({error.strerror or one_line(error)}); "
                 "choose another --out")
-        return EXIT_CANNOT_START
+        return None
     try:
         explainer = commandline.explainer_from_args(args)
         targets = commandline.targets_from_args(args, explainer.card)
@@ -121,22 +136,28 @@ def run(args: argparse.Namespace) -> int:
         _report(str(error))
         if created:
             os.rmdir(args.out)
-        return EXIT_CANNOT_START
+        return None
     card = explainer.card
     if card.random_weights:
         _report(f"warning: {args.model} was exported with random weights "
                 f"({card.weights.get('source', 'none')}): its predictions and maps mean nothing")
     layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
-    _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
-    for folder in empty_folders:
-        _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
-    options = OutputOptions(
-        args.out, targets.methods != ("gradcam",), targets.classes is not None,
-        args.overlay_format, args.heatmaps, args.grid,
-    )
+    _report(f"{args.model}: {card.model}, {layers}, {', '.join(targets.methods)} on {explainer.provider}")
+    return card, targets, outcomes
+
+
+def write_and_report(
+    args: argparse.Namespace,
+    sources: list[str],
+    outcomes: Iterator[tuple[Outcome, ...]],
+    options: OutputOptions,
+    card: ModelCard,
+) -> int:
+    """Write each explained image's files on WRITER_THREADS threads while the model runs on, and
+    print each image's result, in order, once its files are on disk; returns how many failed."""
     stems = output_stems(sources, name_max(args.out) - LONGEST_SUFFIX)
     show_progress = len(sources) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
-    failures = len(empty_folders)
+    failures = 0
     pending: collections.deque[tuple[str, list[Explanation], Future]] = collections.deque()
     pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="onnxcam-writer")
 
@@ -157,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        with _progress_bar(len(sources)) if show_progress else contextlib.nullcontext() as progress:
+        with progress_bar(len(sources)) if show_progress else contextlib.nullcontext() as progress:
             for per_method in _model_runs(outcomes, args.model):
                 if progress is not None:
                     progress.update()
@@ -177,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += report_written(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a set being written is finished whole
-    return EXIT_FAILED if failures else EXIT_OK
+    return failures
 
 
 def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator[tuple[Outcome, ...] | None]:
@@ -214,138 +235,6 @@ def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
         if not found:
             empty_folders.append(argument)
     return images, empty_folders
-
-
-def output_stems(sources: Sequence[str], limit: int = DEFAULT_NAME_MAX - LONGEST_SUFFIX) -> dict[str, str]:
-    """Each source's file stem, cut to `limit` bytes; different files with the same stem get -2,
-    -3, ... so that no output overwrites another."""
-    stems: dict[str, str] = {}
-    taken: set[str] = set()
-    for source in sources:
-        if source in stems:
-            continue
-        base = shortened(os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "image", limit)
-        stem, count = base, 1
-        while stem in taken:
-            count += 1
-            stem = f"{shortened(base, limit - len(str(count)) - 1)}-{count}"
-        stems[source] = stem
-        taken.add(stem)
-    return stems
-
-
-def safe_label(label: str, class_index: int) -> str:
-    """A label usable in a file name: letters, digits, '.', '-', '_' only."""
-    return re.sub(r"[^\w.-]+", "_", label, flags=re.ASCII).strip("._")[:64] or f"class{class_index}"
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """What to write per image, and where."""
-
-    folder: str
-    name_method: bool  # put the method in the file names
-    given_classes: bool  # name maps c<N> (classes given) rather than top<k>
-    overlay_format: str  # png, jpg or webp
-    heatmaps: str  # full, low or none
-    grid: bool
-
-
-def write_image(
-    explanations: Sequence[Explanation], stem: str, options: OutputOptions
-) -> tuple[list[list[tuple[str, str | None]]], str | None]:
-    """Write one image's overlays, heatmaps and grid as one set (all or none), each rendered
-    and encoded as it is written; returns per method the (overlay, heatmap or None) paths, and
-    the grid's."""
-    files = [[map_paths(explanation, class_map, stem, options) for class_map in explanation.maps]
-             for explanation in explanations]
-    grid = os.path.join(options.folder, f"{stem}_grid.png") if options.grid else None
-    write_set(encoded_files(explanations, files, grid, options))
-    return files, grid
-
-
-def map_paths(
-    explanation: Explanation, class_map: ClassMap, stem: str, options: OutputOptions
-) -> tuple[str, str | None]:
-    """The (overlay, heatmap or None) paths of one map."""
-    method = f"_{explanation.method}" if options.name_method else ""
-    which = f"c{class_map.class_index}" if options.given_classes else f"top{class_map.rank}"
-    label = safe_label(class_map.label, class_map.class_index)
-    prefix = os.path.join(options.folder, f"{stem}_{which}_{label}{method}")
-    heatmap_path = f"{prefix}_heatmap.npy" if options.heatmaps != "none" else None
-    return f"{prefix}_overlay.{options.overlay_format}", heatmap_path
-
-
-def encoded_files(
-    explanations: Sequence[Explanation],
-    files: Sequence[list[tuple[str, str | None]]],
-    grid: str | None,
-    options: OutputOptions,
-) -> Iterator[tuple[str, Buffer | tuple[Buffer, ...]]]:
-    """(path, data) of each file, made when asked for (data: an encoded file's buffer, or a .npy's
-    header and data as two parts): the decoded image and one full-size map (heatmap, then overlay)
-    at a time, whatever the number of maps."""
-    image = explanations[0].image  # every method explains the same image
-    maps = [(class_map, map_files) for explanation, paths in zip(explanations, files, strict=True)
-            for class_map, map_files in zip(explanation.maps, paths, strict=True)]
-    for position, (class_map, (overlay_path, heatmap_path)) in enumerate(maps, 1):
-        heat = class_map.heatmap
-        if heatmap_path is not None:
-            yield heatmap_path, npy_parts(heat if options.heatmaps == "full" else class_map.cam)
-        overlay = render_overlay(image, heat)
-        del heat
-        if position == len(maps) and grid is None:
-            del image  # not held while the last overlay is encoded
-        yield overlay_path, encoded_image(overlay, options.overlay_format, consume=True)
-        del overlay
-    if grid is not None:
-        yield grid, encoded_image(grid_sheet(explanations, image), "png", consume=True)
-
-
-def grid_sheet(explanations: Sequence[Explanation], image: np.ndarray) -> np.ndarray:
-    """One row per explained class: the image (captioned with the class) then each method's
-    overlay (captioned with the method)."""
-    return contact_sheet([
-        [(class_map.label, image)]
-        + [(explanation.method, render_overlay(image, explanation.maps[k].heatmap)) for explanation in explanations]
-        for k, class_map in enumerate(explanations[0].maps)
-    ])
-
-
-def format_result(
-    explanations: Sequence[Explanation],
-    files: Sequence[list[tuple[str, str | None]]],
-    grid: str | None,
-    as_json: bool,
-    card: ModelCard | None = None,
-) -> str:
-    """One JSON line (results.record, plus each map's overlay and heatmap files and the grid),
-    or a short table, for one image explained by one or more methods."""
-    paths = [paths for method_files in files for paths in method_files]
-    if as_json:
-        document = record(explanations, card)
-        for entry, (overlay, heatmap) in zip(document["maps"], paths, strict=True):
-            entry.update(overlay=overlay, heatmap=heatmap)
-        return json.dumps(document | ({"grid": grid} if grid else {}))
-    first = explanations[0]
-    maps = [(explanation.method, class_map) for explanation in explanations for class_map in explanation.maps]
-    width = max(len(p.label) for p in first.predictions + first.maps)
-    lines = [shown(first.source)]
-    lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
-    tagged = len(explanations) > 1
-    for (method, m), (overlay, _) in zip(maps, paths, strict=True):
-        tag = f" {method}" if tagged else ""
-        lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {shown(overlay)}")
-    lines += [f"  grid {shown(grid)}"] if grid else []
-    return "\n".join(lines)
-
-
-def _progress_bar(total: int):
-    """A tqdm bar on stderr. tqdm is imported only here, when a bar shows: it takes 35 ms to
-    import, 1.5% of a 32-photo run."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", file=sys.stderr)
 
 
 def _report(message: str) -> None:

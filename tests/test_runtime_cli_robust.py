@@ -19,6 +19,7 @@ from PIL import Image
 
 import runtime.cli as cli
 import runtime.commandline as commandline
+import runtime.outputs as outputs
 import runtime.writer as writer
 from runtime import Explainer, render
 from runtime.cli import main
@@ -54,14 +55,14 @@ def files_per_stem(out: Path) -> Counter:
 def test_a_write_failure_fails_that_image_only_and_names_it(model_path, tmp_path, capsys, monkeypatch):
     good = save(tmp_path / "good.png", blob_image(60, 90, RED_BOX))
     wide = save(tmp_path / "wide.png", blob_image(30, 90, RED_BOX))
-    real = cli.encoded_image
+    real = outputs.encoded_image
 
     def fails_for_wide_images(image, file_format="png", consume=False):
         if image.shape[:2] == (30, 90):
             raise MemoryError()
         return real(image, file_format, consume)
 
-    monkeypatch.setattr(cli, "encoded_image", fails_for_wide_images)
+    monkeypatch.setattr(outputs, "encoded_image", fails_for_wide_images)
     out = tmp_path / "out"
     assert main([str(wide), str(good), "--model", str(model_path), "--out", str(out), "--json", "--explain-top", "3"]) == 1
     captured = capsys.readouterr()
