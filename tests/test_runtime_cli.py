@@ -41,11 +41,6 @@ runpy.run_module("runtime", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
-
-
 def run_cli(*args, blocker: bool = False) -> subprocess.CompletedProcess:
     start = [sys.executable, "-c", BLOCK_TENSORFLOW] if blocker else [sys.executable, "-m", "runtime"]
     return subprocess.run([*start, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -23,15 +23,10 @@ import runtime.outputs as outputs
 import runtime.writer as writer
 from runtime import Explainer, render
 from runtime.cli import main
-from tests.fake_model import blob_image, write_fake_model
+from tests.fake_model import blob_image
 
 REPO = Path(__file__).resolve().parents[1]
 RED_BOX = (50, 10, 80, 30)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
 
 
 def save(path: Path, image: np.ndarray) -> Path:
