@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .errors import OnnxcamError, one_line
-from .explainer import Explainer
+from .explainer import DEFAULT_BATCH_SIZE, Explainer
 from .images import DEFAULT_MAX_PIXELS
 from .methods import DEFAULT_MAX_CHANNELS, METHODS
 from .model_card import ModelCard
@@ -48,7 +48,6 @@ EXIT_CANNOT_START = 2  # bad arguments, model, output folder, device, targets: n
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_PIPE_CLOSED = 141  # stdout closed by its reader (e.g. | head)
 EXIT_TERMINATED = 143  # SIGTERM
-DEFAULT_BATCH_SIZE = 8
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 EXIT_CODES_HELP = f"""\

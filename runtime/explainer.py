@@ -23,6 +23,8 @@ AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 0.9), (True, 1
 PREDICTION_OUTPUTS = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_SCORE)
 
 
+DEFAULT_BATCH_SIZE = 8  # images per model run
+
 # 1 Mpx (3 MB decoded): a batch of 8 such images costs 24 MB to keep, while decoding each one again
 # costs as much CPU time as its first decode.
 KEEP_DECODED_PIXELS = 1_000_000
@@ -44,7 +46,7 @@ class Explainer:
         self,
         model_path: str | os.PathLike,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         method: str = "gradcam",
         aug_smooth: bool = False,
