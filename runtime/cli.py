@@ -11,21 +11,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from . import commandline
 from .commandline import (
     EXIT_CANNOT_START,
+    EXIT_CODES_HELP,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_PIPE_CLOSED,
-    EXIT_TERMINATED,
     OneLineParser,
     method_list,  # noqa: F401 (runtime.batch imports it from here until it adopts runtime.commandline)
     write_line,
 )
 from .errors import ModelError, UsageError, one_line
 from .images import IMAGE_SUFFIXES
+from .model_card import ModelCard
 from .naming import LONGEST_SUFFIX, name_max, output_stems
 from .outputs import OutputOptions, write_image
 from .reporting import format_result, progress_bar
-from .model_card import ModelCard
 from .results import Explanation, Outcome
 from .targets import DEFAULT_METHOD, Targets
 from .writer import probe_folder
@@ -49,15 +47,9 @@ durability:
   files are written under temporary names (.onnxcam-*.tmp) and renamed into place, so a reader
   never sees a partial file; an image whose files cannot all be written (disk full) leaves none.
   Files are not fsynced: a power cut can lose the outputs of the last few seconds (the system's
-  write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one
-exit codes:
-  {EXIT_OK}  every image succeeded
-  {EXIT_FAILED}  at least one image failed (one line each on stderr); the others were written
-  {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model, --out not
-     writable, CUDA unavailable, class index or top-k out of range
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
-  {EXIT_PIPE_CLOSED}  stdout was closed by its reader (e.g. | head): the run stopped quietly
-  {EXIT_TERMINATED}  terminated (SIGTERM); images being written were finished, nothing half-written"""
+  write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one.
+  On Ctrl-C or SIGTERM the images being written are finished: nothing is left half-written
+{EXIT_CODES_HELP}"""
 
 
 def build_parser() -> argparse.ArgumentParser:
