@@ -47,9 +47,9 @@ class Targets:
     methods: tuple[str, ...] = (DEFAULT_METHOD,)
 
     def __post_init__(self) -> None:
-        check_count("top_k", self.top_k)
+        object.__setattr__(self, "top_k", check_count("top_k", self.top_k))
         if self.explain_top is not None:
-            check_count("explain_top", self.explain_top)
+            object.__setattr__(self, "explain_top", check_count("explain_top", self.explain_top))
             if self.classes is not None:
                 raise TargetsError(None, "explain_top and class: give one of them")
         if self.classes is not None:

@@ -24,6 +24,8 @@ def test_explain_top_and_classes_make_the_models_class_index_row():
     assert given.classes == (7, 2) and type(given.classes[0]) is int  # plain ints, a tuple
     assert given.class_index_row().tolist() == [7, 2] and given.maps_per_method == 2
     assert Targets(classes=5).classes == (5,)
+    numpy_counts = Targets(top_k=np.int64(2), explain_top=np.int32(2))
+    assert type(numpy_counts.top_k) is int and type(numpy_counts.explain_top) is int  # JSON-ready
 
 
 def test_a_value_is_immutable():
