@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError
-from export.onnx_import.autodiff import Emitter
+from export.onnx_import.emitter import Emitter
 from export.onnx_import.cli import main
 from export.onnx_import.vjp import REGISTRY
 from tests.onnx_classifiers import write_head_classifier
