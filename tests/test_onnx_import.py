@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx, refusal
 from runtime import Explainer
 from tests.onnx_classifiers import CLASSES, SIZE, write_classifier
 
@@ -19,7 +19,7 @@ TORCH_STD = np.array([58.395, 57.12, 57.375], np.float32)
 def _import(tmp_path, **kwargs) -> tuple[str, str]:
     source = write_classifier(tmp_path / "classifier.onnx", **kwargs)
     output = tmp_path / "classifier_gradcam.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 0
+    assert import_onnx(str(source), str(output)) == 0
     return str(source), str(output)
 
 
@@ -79,9 +79,7 @@ def test_other_heads_go_through_autodiff(tmp_path, capsys, head, described):
 def test_refusals_write_nothing(tmp_path, capsys, kwargs, message):
     source = write_classifier(tmp_path / "classifier.onnx", **kwargs)
     output = tmp_path / "out.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 1
-    assert message in capsys.readouterr().err
-    assert not output.exists()
+    assert message in refusal(source, output, capsys)
 
 
 def test_export_build_routes_onnx_files_without_tensorflow(tmp_path):
