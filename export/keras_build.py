@@ -12,7 +12,7 @@ import warnings
 
 from export.card import model_card
 from export.errors import ExportError
-from export.output import peak_rss_gib, write_atomically
+from export.output import mib, peak_rss_gib, write_atomically
 from export.quiet import captured_stderr
 
 
@@ -78,14 +78,14 @@ def export(args: argparse.Namespace) -> None:
     )  # converted before anything is written: a failed conversion writes nothing
     size = write_atomically(args.output, onnx_model.SerializeToString())
     peak_gib = peak_rss_gib()
-    print(f"wrote {args.output} ({size / 2**20:.1f} MiB) in {time.monotonic() - started:.1f} s, "
+    print(f"wrote {args.output} ({mib(size)} MiB) in {time.monotonic() - started:.1f} s, "
           f"peak RSS {peak_gib:.2f} GiB")
     if plain:
         try:
             plain_size = write_atomically(args.plain_output, plain.SerializeToString())
         except ExportError as error:
             raise ExportError(f"{error}; the Grad-CAM model {args.output} was written") from None
-        print(f"plain classifier: {args.plain_output} ({plain_size / 2**20:.1f} MiB; "
+        print(f"plain classifier: {args.plain_output} ({mib(plain_size)} MiB; "
               f"the Grad-CAM model is {size / plain_size:.3f}x)")
 
 

@@ -52,6 +52,11 @@ def _running(pid: int) -> bool:
     return True
 
 
+def mib(size: int) -> str:
+    """A file size in MiB for the "wrote" line: one decimal, three below 1 MiB (never "0.0")."""
+    return f"{size / 2**20:.1f}" if size >= 2**20 else f"{size / 2**20:.3f}"
+
+
 def peak_rss_gib() -> float:
     """This process's peak RSS: the kernel's VmHWM, which starts afresh at exec (`ru_maxrss` carries
     over the high-water mark of the process it was forked from), else `ru_maxrss`."""

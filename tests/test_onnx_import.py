@@ -1,6 +1,7 @@
 """The ONNX import: hand-written classifiers shaped like torch.onnx.export's, through
 `python -m export.build --model x.onnx`, checked against the original model and the runtime."""
 
+import re
 import subprocess
 import sys
 
@@ -91,3 +92,11 @@ def test_export_build_routes_onnx_files_without_tensorflow(tmp_path):
                            "--output", str(output)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert output.exists() and "self-check" in done.stdout
+
+
+def test_the_lines_say_the_self_checks_limit_and_a_small_files_size(tmp_path, capsys):
+    _import(tmp_path)
+    printed = capsys.readouterr().out
+    assert re.search(r"self-check vs the original model: worst \w+ \S+ relative \(limit 1e-0[24]\)", printed), printed
+    size = re.search(r"wrote \S+ \((\S+) MiB", printed).group(1)
+    assert float(size) > 0 and size != "0.0"

@@ -14,7 +14,7 @@ import onnxruntime
 from export.card import model_card
 from export.errors import ExportError, one_line
 from export.labels import labels_for
-from export.output import peak_rss_gib, write_atomically
+from export.output import mib, peak_rss_gib, write_atomically
 from export.onnx_import.graph import LinearHead, read_classifier
 from export.onnx_import.head import find_head
 from export.onnx_import.verify import self_check
@@ -59,12 +59,14 @@ def import_model(args: argparse.Namespace) -> None:
     except Exception as error:
         raise ExportError(f"the wrapped graph is not valid ONNX ({one_line(error)})") from None
     figures = self_check(imported, classifier, head, mean, std, bgr)
-    worst = max(figures["outputs"], key=lambda name: figures["outputs"][name]["relative"] / figures["outputs"][name]["limit"])
-    print(f"self-check vs the original model: worst {worst} {figures['outputs'][worst]['relative']:.1e} relative")
+    errors = figures["outputs"]
+    worst = max(errors, key=lambda name: errors[name]["relative"] / errors[name]["limit"])
+    print(f"self-check vs the original model: worst {worst} {errors[worst]['relative']:.1e} relative "
+          f"(limit {errors[worst]['limit']:.0e})")
     _set_metadata(imported, args, labels, classifier, layer, preprocessing, mean, std, digest, figures)
     size = write_atomically(args.output, imported.SerializeToString())
     peak_gib = peak_rss_gib()
-    print(f"wrote {args.output} ({size / 2**20:.1f} MiB, {size / input_bytes:.3f}x the input) in "
+    print(f"wrote {args.output} ({mib(size)} MiB, {size / input_bytes:.3f}x the input) in "
           f"{time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
 
 
