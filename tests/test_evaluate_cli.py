@@ -87,9 +87,19 @@ def test_steps_outside_one_to_the_input_pixels_are_refused(fake, images, tmp_pat
 
 
 def test_steps_written_1e9_is_refused_by_the_parser(fake, images, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main([*images, "--model", fake, "--steps", "1e9", "--out", str(tmp_path / "out")])
-    assert exit_.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    code, err = run(capsys, *images, "--model", fake, "--steps", "1e9", "--out", tmp_path / "out")
+    assert code == 2 and len(err) == 1 and "1e9" in err[0], err
+
+
+def test_the_shared_flags_and_their_aliases(fake, images, tmp_path, capsys):
+    """--output for --out, --method for --methods, --explain-top for the old --top-k."""
+    out = tmp_path / "out"
+    code, err = run(capsys, images[0], "--model", fake, "--method", "gradcam", "--explain-top", "2", "--metrics",
+                    "deletion", "--steps", "2", "--output", out)
+    assert code == 0, err
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["methods"]["gradcam"]["deletion"]["n"] == 2  # one image, two classes
+    assert data["run"]["methods"] == ["gradcam"]
 
 
 def test_steps_equal_to_the_pixels_are_one_pixel_a_step(fake, images, tmp_path, capsys):
@@ -138,3 +148,25 @@ def test_the_progress_bar_counts_the_images_evaluated(fake, images, tmp_path, ca
     assert code == 1
     bars = [line for line in "\n".join(err).replace("\r", "\n").splitlines() if "image" in line and "|" in line]
     assert bars and "4/4" in bars[-1], bars  # 5 given, 1 skipped
+
+
+@pytest.mark.parametrize(("signal_", "code", "said"), [(2, 130, "interrupted"), (15, 143, "terminated")])
+def test_ctrl_c_and_sigterm_stop_in_one_line_with_nothing_written(fake, images, tmp_path, signal_, code, said):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime.evaluate", *images * 40, "--model", fake, "--metrics", "deletion,insertion",
+         "--steps", "1000", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert "forward passes" in process.stderr.readline()  # the estimate: the run has started
+    time.sleep(1)
+    process.send_signal(signal_)
+    _, err = process.communicate(timeout=60)
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "|" not in line]
+    assert process.returncode == code and lines == [f"onnxcam-evaluate: {said}"], err
+    assert not out.exists()

@@ -10,37 +10,35 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import OnnxcamError, one_line
+from .. import commandline as cl
+from ..errors import OnnxcamError
 from ..explainer import Explainer
-from ..methods import METHODS
+from ..targets import Targets
 from . import boxes as box_file
-from .baselines import BASELINES
 from . import report, road
+from .baselines import BASELINES
 from .run import DEFAULT_METRICS, METRICS, Counted, ModelRuns, evaluate, normalisation_of, passes_per_map
 
-EXIT_OK, EXIT_IMAGE_FAILED, EXIT_CANNOT_START = 0, 1, 2
 PROG = "onnxcam-evaluate"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(EXIT_CANNOT_START, f"{PROG}: arguments: {message} (see --help)\n")
+BATCH_SIZE = 32
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = cl.OneLineParser(
         prog=PROG,
-        description="Deletion / insertion AUC, average drop, increase in confidence, pointing game "
-        "and a model-randomisation sanity check for each CAM method, on onnxruntime alone.",
-        epilog=f"exit codes: {EXIT_OK} all images used; {EXIT_IMAGE_FAILED} some images skipped (one line "
-        f"each), the report written from the others; {EXIT_CANNOT_START} the run could not start",
+        description="RISE deletion / insertion, ROAD, average drop and the other confidence metrics, "
+        "pointing game and a model-randomisation sanity check for each CAM method and five baselines, "
+        "on onnxruntime alone.",
+        epilog=cl.EXIT_CODES_HELP.replace("every input succeeded", "every image evaluated").replace(
+            "the others were done", "the report was written from the others"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
-    parser.add_argument("--model", required=True, help="the onnxcam .onnx file")
-    parser.add_argument("--methods", default="gradcam", help=f"comma-separated, or all ({', '.join(METHODS)})")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--class", dest="classes", type=int, nargs="+", metavar="N", help="explain these classes")
-    which.add_argument("--top-k", type=int, default=1, help="explain the k most probable classes (default 1)")
+    cl.add_model(parser)
+    cl.add_out(parser, help="folder for report.md, metrics.json, curves.png, examples.png")
+    cl.add_targets(parser)  # maps of --explain-top N classes (or --top-k N, its old spelling here) or --class
+    cl.add_session(parser, batch_size=BATCH_SIZE)
+    cl.add_method_options(parser)
     parser.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
                         help=f"comma-separated, or all (default {','.join(DEFAULT_METRICS)}; also "
                         f"{', '.join(m for m in METRICS if m not in DEFAULT_METRICS)})")
@@ -48,10 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "an image is matched by its path, then by its file name when unique")
     parser.add_argument("--steps", type=int, default=50,
                         help="deletion / insertion steps, at most the model input's pixels (default 50)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per model run (default 32)")
     parser.add_argument("--random-model", help="the same architecture exported with --weights none")
     parser.add_argument("--seed", type=int, default=0, help="random baseline and bootstrap seed")
-    parser.add_argument("--out", required=True, help="folder for report.md, metrics.json, curves.png")
     return parser
 
 
@@ -104,61 +100,67 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the evaluation; returns the exit code. Never lets a traceback out."""
-    args = build_parser().parse_args(argv)
+def targets_of(args: argparse.Namespace, explainer: Explainer) -> Targets:
+    """The classes whose maps are measured: --class, or the --explain-top most probable (evaluate
+    has no predictions to list, so --top-k N, its spelling before the shared flags, means the same)."""
+    explain_top = None if args.class_index else (args.explain_top or args.top_k or 1)
+    return Targets(1, explain_top, args.class_index, tuple(args.method)).check(explainer.card)
+
+
+def body(args: argparse.Namespace) -> int:
+    """Run the evaluation; returns the exit code (OnnxcamError: one line, exit 2)."""
+    chosen = _split(args.metrics, METRICS, "metric")
+    boxes = box_file.read(args.boxes) if args.boxes is not None else None
+    if boxes is None:
+        chosen = [name for name in chosen if name != "pointing-game"]  # nothing to point at
+    if args.steps < 1:
+        raise OnnxcamError(f"steps {args.steps}: must be at least 1")
+    explainer = cl.explainer_from_args(args)
+    _check_steps(args.steps, explainer.card.input_size)
+    targets = targets_of(args, explainer)
+    methods, classes = list(targets.methods), list(targets.classes) if targets.classes else None
+    random_explainer = Explainer(args.random_model, batch_size=args.batch_size) if args.random_model else None
+    if random_explainer and random_explainer.card.input_size != explainer.card.input_size:
+        raise OnnxcamError(f"{args.random_model}: input size differs from {args.model}'s")
+    normalisation = normalisation_of(explainer.card.preprocessing)
+    if normalisation is None:
+        cl.report(PROG, f"warning: preprocessing {explainer.card.preprocessing!r} unknown: the model input's "
+                  "zero taken as black")
+    if explainer.card.random_weights:
+        cl.report(PROG, f"warning: {args.model} has random weights (exported with --weights none): "
+                  "its maps explain nothing")
+    cl.report(PROG, _estimate(explainer, methods, chosen, args.steps, len(args.images), targets.maps_per_method))
+    with tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=len(args.images) < 4) as bar:
+
+        def skipped(error: OnnxcamError) -> None:
+            cl.report(PROG, f"skipped {error}")
+            bar.total -= 1  # the bar counts the images evaluated, out of the usable ones
+            bar.refresh()
+
+        results = evaluate(
+            explainer, args.images, methods, chosen, targets.maps_per_method, classes, args.steps, args.seed,
+            boxes, random_explainer, on_error=skipped, on_image=bar.update, normalisation=normalisation,
+        )
+    if not results.images:
+        raise OnnxcamError("no usable image: nothing to evaluate")
+    if results.unboxed:
+        cl.report(PROG, f"no box for {len(results.unboxed)} of {results.images} images (matched by path, then by "
+                  f"unique file name): {', '.join(results.unboxed)}")
+    model = report.ModelInfo(args.model, _sha256(args.model), explainer.card.layers, explainer.card.random_weights,
+                             explainer.card.preprocessing)
+    run = report.RunInfo(model, results.names, methods, chosen, args.steps, args.seed, targets.maps_per_method,
+                         classes, args.random_model)
     try:
-        methods = _split(args.methods, list(METHODS), "method")
-        chosen = _split(args.metrics, METRICS, "metric")
-        boxes = box_file.read(args.boxes) if args.boxes is not None else None
-        if boxes is None:
-            chosen = [name for name in chosen if name != "pointing-game"]  # nothing to point at
-        if args.steps < 1:
-            raise OnnxcamError(f"steps {args.steps}: must be at least 1")
-        explainer = Explainer(args.model, batch_size=args.batch_size)
-        _check_steps(args.steps, explainer.card.input_size)
-        random_explainer = Explainer(args.random_model, batch_size=args.batch_size) if args.random_model else None
-        if random_explainer and random_explainer.card.input_size != explainer.card.input_size:
-            raise OnnxcamError(f"{args.random_model}: input size differs from {args.model}'s")
-        normalisation = normalisation_of(explainer.card.preprocessing)
-        if normalisation is None:
-            print(f"{PROG}: warning: preprocessing {explainer.card.preprocessing!r} unknown: the model input's "
-                  "zero taken as black", file=sys.stderr)
-        if explainer.card.random_weights:
-            print(f"{PROG}: warning: {args.model} has random weights (exported with --weights none): "
-                  "its maps explain nothing", file=sys.stderr)
-        classes = len(args.classes) if args.classes else args.top_k
-        print(f"{PROG}: {_estimate(explainer, methods, chosen, args.steps, len(args.images), classes)}",
-              file=sys.stderr)
-        with tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=len(args.images) < 4) as bar:
-
-            def skipped(error: OnnxcamError) -> None:
-                tqdm.write(f"{PROG}: skipped {error}", file=sys.stderr)
-                bar.total -= 1  # the bar counts the images evaluated, out of the usable ones
-                bar.refresh()
-
-            results = evaluate(
-                explainer, args.images, methods, chosen, args.top_k, args.classes, args.steps, args.seed,
-                boxes, random_explainer, on_error=skipped, on_image=bar.update, normalisation=normalisation,
-            )
-        if not results.images:
-            raise OnnxcamError("no usable image: nothing to evaluate")
-        if results.unboxed:
-            print(f"{PROG}: no box for {len(results.unboxed)} of {results.images} images (matched by path, then by "
-                  f"unique file name): {', '.join(results.unboxed)}", file=sys.stderr)
-        model = report.ModelInfo(args.model, _sha256(args.model), explainer.card.layers, explainer.card.random_weights,
-                                 explainer.card.preprocessing)
-        run = report.RunInfo(model, results.names, methods, chosen, args.steps, args.seed, args.top_k, args.classes,
-                             args.random_model)
         report.write(Path(args.out), report.summary(results, args.seed, run=run), results.examples)
-    except (OnnxcamError, OSError) as error:
-        print(f"{PROG}: {one_line(error)}", file=sys.stderr)
-        return EXIT_CANNOT_START
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_CANNOT_START
+    except OSError as error:
+        raise OnnxcamError(f"{args.out}: cannot write the report ({error.strerror or error})") from None
     print(f"{PROG}: {results.images} images, {len(results.skipped)} skipped -> {args.out}/report.md")
-    return EXIT_IMAGE_FAILED if results.skipped else EXIT_OK
+    return cl.EXIT_FAILED if results.skipped else cl.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m runtime.evaluate; returns the exit code, never a traceback."""
+    return cl.run_main(PROG, build_parser(), body, argv)
 
 
 if __name__ == "__main__":

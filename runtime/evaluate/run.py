@@ -191,7 +191,8 @@ def evaluate(
     batch_size. boxes: {source: {class index: [[x0, y0, x1, y1], ...]}} in original pixels,
     checked (boxes.read), matched by path, then by file name where unique. normalisation: the
     model's, read from its card when None."""
-    runs = ModelRuns(explainer.model_path, len(explainer.card.layers))
+    device = "cuda" if explainer.provider.startswith("CUDA") else "cpu"  # where the explainer runs
+    runs = ModelRuns(explainer.model_path, len(explainer.card.layers), device)
     score = score or runs.score
     if normalisation is None:
         normalisation = normalisation_of(explainer.card.preprocessing) or metrics.Normalisation()
