@@ -17,7 +17,7 @@ from ..targets import Targets
 from . import boxes as box_file
 from . import report, road
 from .baselines import BASELINES
-from .run import DEFAULT_METRICS, METRICS, Counted, ModelRuns, evaluate, normalisation_of, passes_per_map
+from .run import DEFAULT_METRICS, METRICS, ModelRuns, device_of, evaluate, normalisation_of, passes_per_map
 
 PROG = "onnxcam-evaluate"
 BATCH_SIZE = 32
@@ -83,7 +83,7 @@ def _estimate(explainer: Explainer, methods: list[str], chosen: list[str], steps
     maps = (len(methods) + len(BASELINES)) * classes
     passes = images * (maps * passes_per_map(chosen, height * width, steps) + 2)
     batch = min(explainer.batch_size, 8)
-    score = Counted(ModelRuns(explainer.model_path, 0).score)
+    score = ModelRuns(explainer.model_path, 0, device_of(explainer)).score
     blank = np.zeros((batch, height, width, 3), np.float32)
     score(blank, np.zeros(batch, np.int64))  # warm-up
     started = time.perf_counter()

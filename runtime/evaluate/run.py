@@ -84,20 +84,14 @@ class ModelRuns:
         return self.session.run(names, self._feeds(images, np.full(len(images), -1)))
 
 
+def device_of(explainer: Explainer) -> str:
+    """The device the explainer's session runs on, for the metrics' own session."""
+    return "cuda" if explainer.provider.startswith("CUDA") else "cpu"
+
+
 def model_score(model_path: str, device: str = "cpu") -> metrics.Score:
     """score(images, classes) -> each image's class probability through the .onnx."""
     return ModelRuns(model_path, 0, device).score
-
-
-class Counted:
-    """A score callable that counts its forward passes (images scored)."""
-
-    def __init__(self, score: metrics.Score) -> None:
-        self.score, self.passes = score, 0
-
-    def __call__(self, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
-        self.passes += len(images)
-        return self.score(images, classes)
 
 
 @dataclass
@@ -191,8 +185,7 @@ def evaluate(
     batch_size. boxes: {source: {class index: [[x0, y0, x1, y1], ...]}} in original pixels,
     checked (boxes.read), matched by path, then by file name where unique. normalisation: the
     model's, read from its card when None."""
-    device = "cuda" if explainer.provider.startswith("CUDA") else "cpu"  # where the explainer runs
-    runs = ModelRuns(explainer.model_path, len(explainer.card.layers), device)
+    runs = ModelRuns(explainer.model_path, len(explainer.card.layers), device_of(explainer))
     score = score or runs.score
     if normalisation is None:
         normalisation = normalisation_of(explainer.card.preprocessing) or metrics.Normalisation()
