@@ -97,12 +97,17 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
     output = classifier.original.graph.output[0].name
     compared = list(dict.fromkeys([output, classifier.logits, head.target]))
     others = [name for name in head_inputs(classifier, head) if name not in compared]
-    if classifier.fixed_batch is None:
+    original = {name for node in classifier.original.graph.node for name in node.output}
+    if head.target not in original:  # a transformer's patch grid (tokens.py): the model's own tensors
+        compared.remove(head.target)
+        others = [head.target, *others]
+    if classifier.fixed_batch is None and not set(others) - original:
         values = _values(classifier.original, "the original model", compared + others, pixels, len(pixels),
                          classifier)
     else:  # the original at its own batch size; what the head reads besides, from the model that takes any
-        values = (_values(classifier.original, "the original model", compared, pixels, classifier.fixed_batch,
-                          classifier)
+        # (and that has the tensors the import added: a transformer's patch grid, tokens.py)
+        values = (_values(classifier.original, "the original model", compared, pixels,
+                          classifier.fixed_batch or len(pixels), classifier)
                   | _values(classifier.model, "the model made batch-free", others, pixels, len(pixels), classifier))
     logits = values[classifier.logits].astype(np.float64)
     if classifier.softmax_node is not None:
@@ -127,7 +132,8 @@ def _values(model: onnx.ModelProto, what: str, names: list[str], pixels: np.ndar
     run = _runner(copy, what, classifier)
     runs = [run(names, {classifier.input_name: np.ascontiguousarray(pixels[start:start + step])})
             for start in range(0, len(pixels), step)]
-    return {name: np.concatenate(parts) for name, parts in zip(names, zip(*runs))}
+    return {name: np.concatenate(parts) if parts[0].ndim else parts[0]  # 0-d: a constant, no batch axis
+            for name, parts in zip(names, zip(*runs))}
 
 
 def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> tuple[float, str]:
