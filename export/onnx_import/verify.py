@@ -32,6 +32,10 @@ def self_check(
     class_index = np.array([[-1, (classifier.classes - 1) * (i % 2)] for i in range(count)], np.int64)
     ours = dict(zip(contract.OUTPUTS, _runner(imported, "the imported model", classifier)(
         list(contract.OUTPUTS), {contract.INPUT_IMAGE: images, contract.INPUT_CLASS_INDEX: class_index})))
+    if not np.any(ours[contract.OUTPUT_GRADIENTS]):  # every map would be empty, and the check below prove nothing
+        raise ExportError(f"self-check failed: the gradients at {head.target} are all 0 on random images (a "
+                          "transformer's tokens after its last attention reach the logits only through the class "
+                          "token; a zero-initialised head); explain an earlier tensor (--layer auto); nothing was written")
     reference = _reference(classifier, head, images, mean, std, bgr)
     expected_scores = np.take_along_axis(reference["logits"], ours[contract.OUTPUT_EXPLAINED_CLASS], axis=1)
     maps = reference["target"] if head.target_layout == "nhwc" else reference["target"].transpose(0, 2, 3, 1)
