@@ -67,7 +67,7 @@ def general_head(classifier: Classifier, layer: str) -> GeneralHead:
     nodes = between(model.graph, target, classifier.logits)
     if not nodes:
         raise ExportError(f"--layer {layer}: the logits do not depend on tensor {target}")
-    layout = layout or _layout(nodes, target, _constants(model))
+    layout = layout or _layout(nodes, target, _constants(model), shape, classifier.input_size)
     h, w, channels = (shape[2], shape[3], shape[1]) if layout == "nchw" else tuple(shape[1:4])
     if None in (h, w, channels) or h * w <= 1:
         raise ExportError(f"tensor {target} is {h}x{w}: no spatial tensor to explain")
@@ -193,7 +193,11 @@ def _global_pooling(node: onnx.NodeProto, shapes: dict, constants: dict) -> bool
     return False
 
 
-def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
+def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict, shape: list | None = None,
+            input_size: tuple[int, int] | None = None) -> str:
+    """NHWC where the head reads `target` as NHWC (Transpose to NCHW, a mean over axes 1, 2, a LayerNorm of
+    the last axis), or where only [N, h, w, C] has the input's proportions (Swin's stages, read by
+    strided Slices); else NCHW."""
     for node in nodes:
         if target not in node.input:
             continue
@@ -202,6 +206,12 @@ def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
             return "nhwc"
         axes = values.get("axes", constants.get(node.input[-1], []) if len(node.input) > 1 else [])
         if node.op_type == "ReduceMean" and sorted(int(a) % 4 for a in np.ravel(axes)) == [1, 2]:
+            return "nhwc"
+        if node.op_type == "LayerNormalization" and int(values.get("axis", -1)) % 4 == 3:
+            return "nhwc"
+    if shape and input_size and len(shape) == 4 and None not in shape[1:]:
+        height, width = input_size
+        if shape[1] * width == shape[2] * height and shape[2] * width != shape[3] * height:
             return "nhwc"
     return "nchw"
 
