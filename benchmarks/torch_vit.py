@@ -1,7 +1,7 @@
 """`python -m benchmarks.torch_vit`: vision transformers through the ONNX import with `--layer auto` and no
 reshape_transform (issue #26), against torch autograd and pytorch-grad-cam with its documented ViT
 reshape_transform at the same tensor (the last block's attention input: `blocks[-1].norm1` and its
-equivalents).
+equivalents; torchvision swin_t at its third stage's output, given with --layer, NHWC).
 
 Needs the scratch venv of benchmarks/torch_compare.py plus timm and transformers. For each model (random
 weights after `torch.manual_seed(0)`, `.eval()`; a Linear layer initialised to all zeros, torchvision ViT's
@@ -44,6 +44,11 @@ def build(name: str):
     import torch
 
     torch.manual_seed(0)
+    if name == "torchvision:swin_t@stage3":  # an NHWC stage output, named with --layer (see onnx_layer)
+        import torchvision
+
+        model = torchvision.models.swin_t(weights=None)
+        return model, model.features[5]
     if name == "torchvision:vit_b_16":
         import torchvision
 
@@ -64,12 +69,24 @@ def build(name: str):
                 return self.inner(pixel_values=x).logits
 
         model = Logits()
-        return model, model.inner.vit.encoder.layer[-1].layernorm_before
+        norms = [module for name, module in model.named_modules() if name.endswith("layernorm_before")]
+        return model, norms[-1]  # transformers 5: vit.layers[-1]; 4: vit.encoder.layer[-1]
     import timm
 
     options = {"img_size": 224} if "dinov2" in name else {}
     model = timm.create_model(name.removeprefix("timm:"), pretrained=False, **options)
     return model, model.blocks[-1].norm1
+
+
+def onnx_layer(name: str, source: Path) -> str:
+    """`--layer`: auto, or for Swin's third stage the last tensor the legacy exporter names under it."""
+    import onnx
+
+    if "@stage3" not in name:
+        return "auto"
+    nodes = [node for node in onnx.load(str(source), load_external_data=False).graph.node
+             if node.name.startswith("/features/features.5/")]
+    return nodes[-1].output[0]
 
 
 def torch_maps(model, module, batch, top, extra: int, grid: tuple[int, int]):
@@ -78,6 +95,8 @@ def torch_maps(model, module, batch, top, extra: int, grid: tuple[int, int]):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     def reshape_transform(tensor):
+        if tensor.dim() == 4:  # Swin's NHWC stages
+            return tensor.permute(0, 3, 1, 2)
         result = tensor[:, extra:, :].reshape(tensor.size(0), grid[0], grid[1], tensor.size(2))
         return result.transpose(2, 3).transpose(1, 2)
 
@@ -90,13 +109,16 @@ def torch_maps(model, module, batch, top, extra: int, grid: tuple[int, int]):
 
 def our_maps(outputs: dict, size: int):
     """{method: the runtime's maps from the imported model's outputs, through scale_cam_image}."""
+    import numpy as np
     from pytorch_grad_cam.utils.image import scale_cam_image
 
-    from runtime.methods import METHODS as RUNTIME_METHODS, LayerInputs
+    from runtime.methods import METHODS as RUNTIME_METHODS, LayerInputs, first_component
 
     layer = LayerInputs(outputs=outputs, images=None, run=None, batch_size=BATCH)
-    return {method: scale_cam_image(scale_cam_image(RUNTIME_METHODS[method]().raw_maps(layer)[:, 0], (size, size)))
+    maps = {method: scale_cam_image(scale_cam_image(RUNTIME_METHODS[method]().raw_maps(layer)[:, 0], (size, size)))
             for method in METHODS}
+    flipped = np.maximum(-first_component(outputs["feature_maps"]), 0)  # the other sign of the SVD
+    return maps | {"eigencam flipped": scale_cam_image(scale_cam_image(flipped, (size, size)))}
 
 
 def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
@@ -114,7 +136,7 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
         export_onnx(model, source, "legacy")
     except Exception as error:
         return {"model": name, "verdict": f"not exported: {' '.join(str(error).split())[:160]}"}
-    code, out, err, seconds, peak = import_onnx(source, imported)
+    code, out, err, seconds, peak = import_onnx(source, imported, layer=onnx_layer(name, source))
     row = {"model": name + (f" (zero {', '.join(redrawn)} re-drawn)" if redrawn else ""), "import s": f"{seconds:.1f}",
            "import peak GiB": f"{peak:.2f}"}
     if code != 0:
@@ -138,8 +160,8 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
     names = [o.name for o in session.get_outputs()]
     ours = dict(zip(names, session.run(None, {"image": raw, "class_index": top.numpy()[:, None].astype(np.int64)})))
     _, h, w, channels = ours["feature_maps"].shape
-    extra = tokens.shape[1] - h * w
-    patches = lambda values: values[:, extra:].reshape(len(values), h, w, channels)  # noqa: E731
+    extra = tokens.shape[1] - h * w if tokens.ndim == 3 else 0
+    patches = lambda values: values[:, extra:].reshape(len(values), h, w, channels)  # noqa: E731 (NHWC as is)
     row |= {"layer (h x w x c)": f"{h}x{w}x{channels}", "extra tokens": str(extra),
             "feature maps err": f"{relative(ours['feature_maps'], patches(tokens)):.1e}",
             "token grads err": f"{relative(ours['gradients'][:, 0], patches(token_gradients)):.1e}"}
@@ -147,6 +169,9 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
     mine = our_maps(ours, raw.shape[1])
     worst = {method: min(pearson(mine[method][i], theirs[method][i]) for i in range(len(raw))) for method in METHODS}
     row |= {f"{method} r": f"{r:.4f}" for method, r in worst.items()}
+    signed = min(max(pearson(mine[key][i], theirs["eigencam"][i]) for key in ("eigencam", "eigencam flipped"))
+                 for i in range(len(raw)))
+    row["eigencam r"] += f" ({signed:.4f} with its SVD sign)"
 
     original = onnxruntime.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     eight = np.concatenate([raw] * (BATCH // len(raw)))
@@ -158,12 +183,14 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
         "original": lambda: original.run([output_name], {input_name: eight_nchw}),
     }, Budget(warmup=1, min_rounds=repeats, min_seconds=0.0, max_rounds=repeats))
     ratio = statistics.median(a / b for a, b in zip(times["onnxcam"], times["original"]))
+    below = [f"{method} {r:.4f}" for method, r in (worst | {"eigencam": signed}).items() if r < 0.999]
+    gradient_error = relative(ours["gradients"][:, 0], patches(token_gradients))
     if not np.any(ours["gradients"]):
         verdict = "FAIL: gradients all 0"
-    elif min(worst.values()) < 0.999 or relative(ours["gradients"][:, 0], patches(token_gradients)) > 1e-5:
-        verdict = "differs"
+    elif below or gradient_error > 1e-5:
+        verdict = "differs: " + ", ".join(below + ([f"token grads {gradient_error:.1e}"] if gradient_error > 1e-5 else []))
     else:
-        verdict = "equal"
+        verdict = "equal (Eigen-CAM up to its SVD sign)"
     for path in folder.iterdir():
         path.unlink()
     return row | {"onnxcam ms (b8)": f"{statistics.median(times['onnxcam']) * 1e3:.0f}",
@@ -172,7 +199,8 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
 
 
 MODELS = ("timm:vit_tiny_patch16_224", "timm:deit_tiny_distilled_patch16_224", "torchvision:vit_b_16",
-          "timm:vit_small_patch14_reg4_dinov2", "hf:ViTForImageClassification", "timm:beit_base_patch16_224")
+          "timm:vit_small_patch14_reg4_dinov2", "hf:ViTForImageClassification", "torchvision:swin_t@stage3",
+          "timm:beit_base_patch16_224")
 
 
 def main(argv: list[str] | None = None) -> int:

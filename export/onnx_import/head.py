@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError
 from export.onnx_import.graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
-from export.onnx_import.tokens import SUFFIX, add_patch_grid, patch_grid, transformer_layer
+from export.onnx_import.tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer
 
 POOLS = ("MaxPool", "AveragePool")
 SMALL_CONSTANT = 4096
@@ -58,6 +58,7 @@ def general_head(classifier: Classifier, layer: str) -> GeneralHead:
     shape, layout = shapes.get(target), None
     if target in floats and target in dependent and shape and len(shape) == 3:  # tokens: their patch grid
         target = add_patch_grid(model, patch_grid(model.graph, target, shapes, classifier.input_size))
+        select_tokens_early(model, _shapes(model), _image_dependent(model.graph, classifier.input_name))
         shapes, floats = _shapes(model), _float_tensors(model)
         dependent = _image_dependent(model.graph, classifier.input_name)
         shape, layout = shapes[target], "nhwc"
