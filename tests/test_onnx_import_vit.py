@@ -95,3 +95,12 @@ def test_a_token_tensor_can_be_named(name, tmp_path):
         code, printed, errors = _import(name, tmp_path / "first.onnx", "--layer", layer)
         assert code == 0, errors
         assert f"layer: {first_norm}:patches (4x4x32)" in printed
+
+
+def test_after_the_last_attention_only_the_extra_tokens_are_computed(imported):
+    """The last MLP and the final norm run on the selected token (tokens.select_tokens_early), and the
+    class token's gradient is a Pad, not an add-scatter."""
+    _, path, _ = imported
+    graph = onnx.load(path).graph
+    assert any(node.op_type == "Slice" and node.output[0].endswith(":tokens0-0") for node in graph.node)
+    assert not any(node.op_type == "ScatterElements" for node in graph.node)
