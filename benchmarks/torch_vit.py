@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.torch_compare import (MEAN, STD, export_onnx, images, import_onnx, missing, pearson,
-                                      redraw_zero_linears, relative)
+                                      redraw_zero_linears, relative, torch_reference)
 
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "xgradcam": "XGradCAM",
            "hirescam": "HiResCAM", "eigencam": "EigenCAM"}
@@ -143,18 +143,8 @@ def measure(name: str, folder: Path, pixels, repeats: int) -> dict[str, str]:
         return row | {"verdict": "refused: " + (err.strip().splitlines() or ["?"])[-1][15:220]}
     raw = pixels.astype(np.float32)
     batch = torch.from_numpy(((raw / 255 - np.float32(MEAN)) / np.float32(STD)).transpose(0, 3, 1, 2).copy())
-    stored = {}
-
-    def keep(_, __, output):
-        output.retain_grad()
-        stored["tokens"] = output
-
-    handle = module.register_forward_hook(keep)
-    logits = model(batch)
-    handle.remove()
-    top = logits.argmax(1)
-    logits[torch.arange(len(top)), top].sum().backward()
-    tokens, token_gradients = stored["tokens"].detach().numpy(), stored["tokens"].grad.numpy()
+    logits, tokens, token_gradients = torch_reference(model, module, batch)
+    top = torch.from_numpy(logits.argmax(1))
 
     session = onnxruntime.InferenceSession(str(imported), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

@@ -26,6 +26,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from timm.models.vision_transformer import VisionTransformer
 
+from benchmarks.torch_compare import torch_reference
 from tests.torch_fixtures.make_fixtures import MEAN, SIZE, STD, images
 
 HERE = Path(__file__).resolve().parent
@@ -48,21 +49,12 @@ def reshape_transform(tensor: torch.Tensor) -> torch.Tensor:
 
 def reference(model: VisionTransformer, pixels: np.ndarray) -> dict[str, np.ndarray]:
     batch = torch.from_numpy(((pixels.astype(np.float32) / 255 - MEAN) / STD).transpose(0, 3, 1, 2).copy())
-    stored = {}
-
-    def keep(_, __, output):
-        output.retain_grad()
-        stored["tokens"] = output
-
-    handle = model.blocks[-1].norm1.register_forward_hook(keep)
-    logits = model(batch)
-    handle.remove()
+    logits, tokens, token_gradients = torch_reference(model, model.blocks[-1].norm1, batch)
     top = logits.argmax(1)
-    logits[torch.arange(len(top)), top].sum().backward()
     with GradCAM(model=model, target_layers=[model.blocks[-1].norm1], reshape_transform=reshape_transform) as cam:
         gradcam = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(c)) for c in top])
-    return {"logits": logits.detach().numpy(), "top": top.numpy(), "tokens": stored["tokens"].detach().numpy(),
-            "token_gradients": stored["tokens"].grad.numpy(), "gradcam": gradcam.astype(np.float32)}
+    return {"logits": logits, "top": top, "tokens": tokens, "token_gradients": token_gradients,
+            "gradcam": gradcam.astype(np.float32)}
 
 
 def main() -> None:
