@@ -1,20 +1,27 @@
 """python -m runtime.batch SOURCE... --model M.onnx --output DIR: a whole collection on Ray Data.
 
-Exit codes: 0 every row written and ok, 1 some rows failed (or the final check found inputs
-missing), 2 the job could not start. The last line: `N ok, M failed, X img/s, DIR`."""
+Exit codes: 0 every row written and ok; 1 some rows failed, inputs are missing from the results,
+or the output could not be written (finish with --resume); 2 the job could not start (bad
+arguments, model, sources or output folder); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+shards being written were finished or discarded whole, finish with --resume. --resume compares the
+model file's sha256 and every setting that shapes a row with the manifest, and refuses otherwise.
+The last line: `N ok, M failed, X img/s, DIR`."""
 
 import argparse
 import collections
+import signal
 import sys
 import time
 from collections.abc import Sequence
 
-from runtime.cli import OneLineParser, method_list
+from runtime.cli import (DEFAULT_TOP_K, EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineParser, Terminated,
+                         _handle_sigterm, method_list, shown)
 from runtime.errors import ModelError, UsageError, one_line
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.session import DEVICES
 
 from . import manifest, sources
+from .storage import filesystem
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_START = 0, 1, 2
 INSTALL_RAY = 'onnxcam batch: Ray is not installed: pip install "onnxcam[ray]" (or pip install "ray[data]")'
@@ -57,14 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(INSTALL_RAY, file=sys.stderr)
             return EXIT_CANNOT_START
         raise
+    previous = _handle_sigterm()
     try:
         return run(args, job)
+    except Terminated:
+        return _stopped(args.output, job, "terminated", EXIT_TERMINATED)
     except KeyboardInterrupt:
-        _report("interrupted; finish with --resume")
-        return 130
+        return _stopped(args.output, job, "interrupted", EXIT_INTERRUPTED)
     except Exception as error:  # the last guard: one line, never a traceback
         _report(f"job failed: {type(error).__name__}: {one_line(error)}")
         return EXIT_CANNOT_START
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run(args: argparse.Namespace, job) -> int:
@@ -75,37 +87,40 @@ def run(args: argparse.Namespace, job) -> int:
         if args.workers is not None and args.workers < 1:
             raise UsageError(f"workers {args.workers}: must be at least 1")
         checker = Explainer(args.model, "cpu", args.batch_size, args.max_pixels, args.method[0])
-        top_k = args.top_k if args.top_k is not None else min(3, checker.card.num_classes)
+        top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, checker.card.num_classes)
         if args.explain_top is not None and args.class_index is not None:
             raise UsageError("--explain-top and --class: give one of them")
         explain_top = args.explain_top if args.explain_top is not None else 1
         checker._targets(top_k, args.class_index, explain_top)
+        model = {"path": args.model, "sha256": manifest.file_sha256(args.model), "name": checker.card.model}
     except (sources.SourceError, ModelError, UsageError) as error:
         _report(str(error))
         return EXIT_CANNOT_START
     if not inputs:
         _report(f"{' '.join(args.sources)}: no images found")
         return EXIT_CANNOT_START
-    card = checker.card
-    model = {"name": card.model, "layers": list(card.layers), "weights_sha256": card.weights.get("sha256")}
     settings = {"method": args.method, "top_k": top_k, "explain_top": explain_top, "class_index": args.class_index,
                 "max_pixels": args.max_pixels, "overlays": args.overlays, "heatmaps": args.heatmaps}
-    fs, root = sources.filesystem(args.output)
-    done = job.written(fs, root)
     try:
+        fs, root = filesystem(args.output)
+        done = job.written(fs, root)
         run_number = manifest.check_resume(manifest.read(fs, root), done.num_rows > 0, model, settings,
                                            args.resume, args.output)
+        job.sweep(fs, root)
+        for folder in [job.RESULTS] + [name for name, wanted in (("overlays", args.overlays),
+                                                              ("heatmaps", args.heatmaps)) if wanted]:
+            fs.create_dir(f"{root}/{folder}", recursive=True)
+        record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
+                  "inputs": len(inputs), "counts": None}
+        manifest.write(fs, root, record)
     except manifest.ManifestError as error:
         _report(str(error))
         return EXIT_CANNOT_START
+    except (OSError, ValueError) as error:  # pyarrow's errors: an unwritable folder, a bad URI
+        _report(f"{args.output}: cannot use the output folder ({one_line(error)}); choose another --output")
+        return EXIT_CANNOT_START
     skip = set(done.column("path").to_pylist())
-    todo = [path for path in inputs if path not in skip]
-    for folder in [job.RESULTS] + [name for name, wanted in (("overlays", args.overlays),
-                                                          ("heatmaps", args.heatmaps)) if wanted]:
-        fs.create_dir(f"{root}/{folder}", recursive=True)
-    record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
-              "inputs": len(inputs), "counts": None}
-    manifest.write(fs, root, record)
+    todo = [path for path in inputs if shown(path) not in skip]
     ray_seconds = job.start_ray(args.ray_address)
     workers = args.workers or job.default_workers(args.device)
     _report(f"{len(inputs)} inputs, {len(inputs) - len(todo)} already done; {workers} workers; "
@@ -115,20 +130,46 @@ def run(args: argparse.Namespace, job) -> int:
         explain_top, tuple(args.class_index) if args.class_index else None, args.output, run_number,
         args.overlays, args.heatmaps)
     started = time.perf_counter()
-    job.run(todo, settings_for_actors, workers)
+    try:
+        job.run(todo, settings_for_actors, workers)
+    except Exception as error:
+        cause = job.output_error(error)
+        if cause is None:
+            raise
+        job.sweep(fs, root)
+        shards = len(job.shard_names(fs, root))
+        _report(f"{cause}; the {shards} shards written are kept, temporary files removed; "
+                "make room, then finish with --resume")
+        return EXIT_SOME_FAILED
     seconds = time.perf_counter() - started
     rows = job.written(fs, root)
     counts = collections.Counter(rows.column("path").to_pylist())
-    missing = [path for path in inputs if path not in counts]
+    missing = [path for path in map(shown, inputs) if path not in counts]
     twice = [path for path, count in counts.items() if count > 1]
     ok = sum(rows.column("ok").to_pylist())
     failed = rows.num_rows - ok
-    manifest.write(fs, root, record | {"counts": {"ok": ok, "failed": failed, "rows": rows.num_rows,
-                                                  "missing": len(missing), "duplicated": len(twice)}})
+    try:
+        manifest.write(fs, root, record | {"counts": {"ok": ok, "failed": failed, "rows": rows.num_rows,
+                                                      "missing": len(missing), "duplicated": len(twice)}})
+    except OSError as error:
+        _report(f"{args.output}: cannot write {manifest.MANIFEST} ({one_line(error)}); the results are complete")
     for path in (missing + twice)[:10]:
         _report(f"{path}: {'missing from' if path in missing else 'more than once in'} the results")
     print(f"{ok} ok, {failed} failed, {len(todo) / seconds if seconds else 0:.1f} img/s, {args.output}")
     return EXIT_SOME_FAILED if failed or missing or twice else EXIT_OK
+
+
+def _stopped(output: str, job, what: str, code: int) -> int:
+    """After Ctrl-C or SIGTERM: stop Ray's workers, remove what no shard accounts for, one line."""
+    job.stop_ray()
+    try:
+        fs, root = filesystem(output)
+        job.sweep(fs, root)
+        kept = f"{len(job.shard_names(fs, root))} shards kept"
+    except (OSError, ValueError):
+        kept = "the shards written are kept"
+    _report(f"{what}; {kept}, no file half-written; finish with --resume")
+    return code
 
 
 def _report(message: str) -> None:

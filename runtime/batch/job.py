@@ -2,12 +2,13 @@
 
 Each group of `batch_size` inputs is one row of the dataset and one shard, named by the run and
 the group's number: a retried group (its actor killed, restarted by Ray) rewrites the same shard
-name, so an input can never land in two shards. Shards are written to a hidden temporary and
-moved into place: a shard appears whole or not at all."""
+name, so an input can never land in two shards. Each file is written to a hidden temporary and
+moved into place, a group's overlays and heatmaps before its shard: a group whose shard is missing
+is not done, and `sweep` removes its images and any temporary left by a killed writer."""
 
 import os
+import re
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,13 +20,14 @@ import pyarrow.parquet as pq
 import ray
 
 from runtime import Explainer
-from runtime.errors import one_line
+from runtime.cli import shown
+from runtime.errors import ImageError, one_line
 from runtime.render import encoded_image, encoded_npy
 
-from .sources import filesystem
+from .storage import delete_quietly, filesystem, read_input, write_atomically
 
 RESULTS = "results"
-RETRIES = 4  # restarts of a killed actor, and retries of its lost calls
+IMAGE_FOLDERS = ("overlays", "heatmaps")
 PREDICTION = pa.struct([("index", pa.int64()), ("label", pa.string()), ("probability", pa.float64())])
 CLASS_MAP = pa.struct([
     ("method", pa.string()), ("class_index", pa.int64()), ("label", pa.string()),
@@ -36,6 +38,7 @@ SCHEMA = pa.schema([
     ("path", pa.string()), ("ok", pa.bool_()), ("error", pa.string()),
     ("predictions", pa.list_(PREDICTION)), ("maps", pa.list_(CLASS_MAP)),
 ])
+GROUP_PREFIX = re.compile(r"(r\d{3}-\d{7})[-.]")  # the shard a written file belongs to
 
 
 @dataclass(frozen=True)
@@ -56,23 +59,13 @@ class Settings:
     heatmaps: bool
 
 
+class OutputError(Exception):
+    """A group's files could not be written (a full disk, a lost permission): the group's files
+    are removed; the message is one line naming the output folder."""
+
+
 def shard_name(run: int, group: int) -> str:
     return f"r{run:03d}-{group:07d}.parquet"
-
-
-def read_bytes(path: str) -> bytes:
-    fs, inner = filesystem(path)
-    with fs.open_input_stream(inner) as stream:
-        return stream.read()
-
-
-def write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """A hidden temporary beside `path` (Parquet readers skip '.' names), then moved over it."""
-    folder, name = path.rsplit("/", 1)
-    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(data)
-    fs.move(temporary, path)
 
 
 def failed_row(path: str, error: str) -> dict:
@@ -90,25 +83,41 @@ class ShardExplainer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok, failed = [], []
         for group, paths in zip(batch["group"], batch["paths"], strict=True):
-            rows = self.explain_group(int(group), [str(path) for path in paths])
-            table = pa.Table.from_pylist(rows, schema=SCHEMA)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
-            write_atomically(self.fs, f"{self.root}/{RESULTS}/{shard_name(self.settings.run, int(group))}",
-                             sink.getvalue().to_pybytes())
+            rows = self.write_group(int(group), [os.fsdecode(bytes(path)) for path in paths])
             ok.append(sum(row["ok"] for row in rows))
             failed.append(len(rows) - ok[-1])
         return {"group": batch["group"], "ok": np.array(ok), "failed": np.array(failed)}
 
-    def explain_group(self, group: int, paths: list[str]) -> list[dict]:
-        """One row per path, in order; a path that cannot be read or explained is a failed row."""
+    def write_group(self, group: int, paths: list[str]) -> list[dict]:
+        """Explain a group and write its images, then its shard; on a write failure, remove the
+        group's files and raise OutputError."""
+        written: list[str] = []
+        shard = f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}"
+        try:
+            rows = self.explain_group(group, paths, written)
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
+            write_atomically(self.fs, shard, sink.getvalue())
+            return rows
+        except OSError as error:
+            for path in written:
+                delete_quietly(self.fs, path)
+            reason = error.strerror or one_line(error)
+            raise OutputError(f"{self.settings.output}: cannot write ({reason}) while writing group {group}; "
+                              "its files were removed") from None
+
+    def explain_group(self, group: int, paths: list[str], written: list[str]) -> list[dict]:
+        """One row per path, in order; a path that cannot be read or explained is a failed row.
+        The images written are appended to `written`."""
         rows: dict[int, dict] = {}
         readable: list[tuple[int, bytes]] = []
         for position, path in enumerate(paths):
             try:
-                readable.append((position, read_bytes(path)))
-            except Exception as error:  # any reading failure is this input's row, never the job's
-                rows[position] = failed_row(path, f"{path}: cannot read ({one_line(error)})")
+                readable.append((position, read_input(path)))
+            except ImageError as error:  # the CLI's messages
+                rows[position] = failed_row(shown(path), shown(str(error)))
+            except Exception as error:  # any other reading failure is this input's row, never the job's
+                rows[position] = failed_row(shown(path), f"{shown(path)}: cannot read ({one_line(error)})")
         s = self.settings
         try:
             outcomes = self.explainer.explain_methods(
@@ -116,15 +125,18 @@ class ShardExplainer:
                 s.explain_top,
             )
             for (position, _), per_method in zip(readable, outcomes, strict=True):
-                rows[position] = self.row(group, position, paths[position], per_method)
+                rows[position] = self.row(group, position, paths[position], per_method, written)
+        except OSError:
+            raise
         except Exception as error:  # onnxruntime failing: this group's remaining inputs fail, the job goes on
             for position, _ in readable:
-                rows.setdefault(position, failed_row(paths[position], f"{paths[position]}: {one_line(error)}"))
+                rows.setdefault(position, failed_row(shown(paths[position]),
+                                                     f"{shown(paths[position])}: {one_line(error)}"))
         return [rows[position] for position in range(len(paths))]
 
-    def row(self, group: int, position: int, path: str, per_method: tuple) -> dict:
+    def row(self, group: int, position: int, path: str, per_method: tuple, written: list[str]) -> dict:
         if per_method[0].error is not None:
-            return failed_row(path, f"{path}: {per_method[0].error.problem}")
+            return failed_row(shown(path), f"{shown(path)}: {per_method[0].error.problem}")
         first = per_method[0].explanation
         maps = []
         for outcome in per_method:
@@ -136,21 +148,27 @@ class ShardExplainer:
                     "peak_x": class_map.peak[0], "peak_y": class_map.peak[1], "height": height, "width": width,
                     "cam": class_map.cam.astype(np.float32).ravel().tolist(),
                 })
-            self.write_images(group, position, path, explanation)
+            self.write_images(group, position, path, explanation, written)
         predictions = [{"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions]
-        return {"path": path, "ok": True, "error": None, "predictions": predictions, "maps": maps}
+        return {"path": shown(path), "ok": True, "error": None, "predictions": predictions, "maps": maps}
 
-    def write_images(self, group: int, position: int, path: str, explanation) -> None:
-        """DIR/overlays/ and DIR/heatmaps/, when asked: <run>-<group>-<position>_<stem>_<method>_c<class>."""
+    def write_images(self, group: int, position: int, path: str, explanation, written: list[str]) -> None:
+        """DIR/overlays/ and DIR/heatmaps/, when asked, one file per map:
+        <run>-<group>-<position>_<stem>_<method>_c<class>."""
         s = self.settings
-        stem = os.path.splitext(path.rstrip("/").rsplit("/", 1)[-1])[0][:100]
+        if not (s.overlays or s.heatmaps):
+            return
+        stem = os.path.splitext(shown(path).rstrip("/").rsplit("/", 1)[-1])[0][:100]
         prefix = f"r{s.run:03d}-{group:07d}-{position}_{stem}_{explanation.method}"
-        for class_map, overlay in zip(explanation.maps, explanation.overlays if s.overlays else [None] * 99):
+        overlays = explanation.overlays if s.overlays else None
+        for number, class_map in enumerate(explanation.maps):
             name = f"{prefix}_c{class_map.class_index}"
-            if s.overlays:
-                write_atomically(self.fs, f"{self.root}/overlays/{name}.png", encoded_image(overlay))
-            if s.heatmaps:
-                write_atomically(self.fs, f"{self.root}/heatmaps/{name}.npy", encoded_npy(class_map.heatmap))
+            for folder, wanted, encode in (("overlays", s.overlays, lambda: encoded_image(overlays[number])),
+                                           ("heatmaps", s.heatmaps, lambda: encoded_npy(class_map.heatmap))):
+                if wanted:
+                    target = f"{self.root}/{folder}/{name}{'.png' if folder == 'overlays' else '.npy'}"
+                    write_atomically(self.fs, target, encode())
+                    written.append(target)
 
 
 def start_ray(address: str | None) -> float:
@@ -161,15 +179,23 @@ def start_ray(address: str | None) -> float:
     return time.perf_counter() - started
 
 
+def stop_ray() -> None:
+    """Disconnect from Ray: the job's actors end with their driver (a local Ray ends too)."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def default_workers(device: str) -> int:
     resources = ray.cluster_resources()
     return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
 
 
 def run(inputs: Sequence[str], settings: Settings, workers: int) -> None:
-    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time."""
+    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time. Ray Data
+    restarts a killed actor and retries its groups (its defaults for actor pools: no limit).
+    Paths travel as bytes (os.fsencode): a file name that is not UTF-8 stays the same file."""
     size = settings.batch_size
-    groups = [{"group": i, "paths": list(inputs[start:start + size])}
+    groups = [{"group": i, "paths": [os.fsencode(path) for path in inputs[start:start + size]]}
               for i, start in enumerate(range(0, len(inputs), size))]
     if not groups:
         return
@@ -177,10 +203,22 @@ def run(inputs: Sequence[str], settings: Settings, workers: int) -> None:
     dataset = ray.data.from_items(groups, override_num_blocks=min(len(groups), 4 * workers))
     results = dataset.map_batches(
         ShardExplainer, fn_constructor_args=(settings,), batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
-        max_restarts=RETRIES, max_task_retries=RETRIES, **resources,
+        **resources,
     )
     for _ in results.iter_batches(batch_size=None):
         pass
+
+
+def output_error(error: BaseException) -> OutputError | None:
+    """The OutputError an actor raised, found inside the errors Ray wraps it in."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OutputError):
+            return error
+        seen.add(id(error))
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else error.__cause__ or error.__context__
+    return None
 
 
 def written(fs: pafs.FileSystem, root: str) -> pa.Table:
@@ -190,3 +228,28 @@ def written(fs: pafs.FileSystem, root: str) -> pa.Table:
         return SCHEMA.empty_table().select(["path", "ok"])
     dataset = pads.dataset(folder, filesystem=fs, format="parquet", schema=SCHEMA)
     return dataset.to_table(columns=["path", "ok"])
+
+
+def sweep(fs: pafs.FileSystem, root: str) -> int:
+    """Remove what no shard accounts for: temporaries left by a killed writer, and the overlays
+    and heatmaps of groups whose shard was never written. Returns the number of files removed."""
+    shards = {name.removesuffix(".parquet") for name in _names(fs, f"{root}/{RESULTS}")}
+    removed = 0
+    for folder in (root, f"{root}/{RESULTS}", *(f"{root}/{name}" for name in IMAGE_FOLDERS)):
+        for name in _names(fs, folder):
+            group = GROUP_PREFIX.match(name)
+            is_temporary = name.startswith(".") and name.endswith(".tmp")
+            if is_temporary or (folder != f"{root}/{RESULTS}" and group and group.group(1) not in shards):
+                delete_quietly(fs, f"{folder}/{name}")
+                removed += 1
+    return removed
+
+
+def shard_names(fs: pafs.FileSystem, root: str) -> list[str]:
+    return [name for name in _names(fs, f"{root}/{RESULTS}") if name.endswith(".parquet") and not name.startswith(".")]
+
+
+def _names(fs: pafs.FileSystem, folder: str) -> list[str]:
+    """The names of the files directly in `folder` (none when it does not exist)."""
+    infos = fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    return [info.base_name for info in infos if info.type == pafs.FileType.File]
