@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from runtime import Explainer
+from runtime import Explainer, contract
 from runtime.batch.__main__ import main
 from tests.fake_model import blob_image, fake_metadata, write_fake_model
 
@@ -85,8 +86,11 @@ def assert_each_once(rows: list[dict], good: list[str], bad: list[str]) -> None:
 def test_every_row_once_and_equal_to_the_cli_and_explainer(local_ray, collection, tmp_path, capsys):
     model, good, bad = collection
     output = tmp_path / "out"
-    assert batch(Path(good[0]).parent.parent, "--model", model, "--output", output, "--batch-size", "8",
-                 "--explain-top", "3") == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert batch(Path(good[0]).parent.parent, "--model", model, "--output", output, "--batch-size", "8",
+                     "--explain-top", "3") == 1
+    assert not [w for w in caught if "ray_remote_args" in str(w.message)]  # deprecated, gone in Ray 2.64
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith(f"{GOOD} ok, 10 failed, ")
     rows = results(output)
     assert_each_once(rows, good, bad)
@@ -179,10 +183,11 @@ def test_resume_after_a_stopped_job(local_ray, collection, tmp_path, capsys):
     assert 0 < len(kept) < 100
     assert batch(*good, *bad, "--model", model, "--output", output) == 2  # no --resume
     assert "--resume" in capsys.readouterr().err
-    other = write_fake_model(tmp_path / "other.onnx", fake_metadata() | {
-        "onnxcam.weights": json.dumps({"source": "other", "sha256": "1" * 64})})
-    assert batch(*good, *bad, "--model", other, "--output", output, "--resume") == 2
-    assert "another model" in capsys.readouterr().err
+    # one name, layers and weights hash, but another preprocessing or other labels: another model
+    for other in (write_fake_model(tmp_path / "torch.onnx", fake_metadata() | {contract.META_PREPROCESSING: "torch"}),
+                  write_fake_model(tmp_path / "labels.onnx", fake_metadata(labels=["r", "g", "b", "w"]))):
+        assert batch(*good, *bad, "--model", other, "--output", output, "--resume") == 2
+        assert "made with another model file" in capsys.readouterr().err
     assert batch(*good, *bad, "--model", model, "--output", output, "--resume", "--top-k", "2") == 2
     assert "top_k" in capsys.readouterr().err
     assert batch(*good, *bad, "--model", model, "--output", output, "--resume", "--batch-size", "10") == 1
@@ -216,3 +221,82 @@ def test_without_ray_one_line_says_what_to_install(collection, tmp_path):
     assert finished.stderr.strip().splitlines() == [
         'onnxcam batch: Ray is not installed: pip install "onnxcam[ray]" (or pip install "ray[data]")']
     assert not (tmp_path / "out").exists()
+
+
+def finished_within(seconds: float, *arguments) -> int:
+    """batch(*arguments)'s exit code; a failure, not a hang, when it runs longer than `seconds`."""
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.setdefault("rc", batch(*arguments)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert "rc" in outcome, f"the job was still running after {seconds} s"
+    return outcome["rc"]
+
+
+def test_a_fifo_a_device_a_loop_and_a_name_that_is_not_utf8(local_ray, collection, tmp_path):
+    """Each of these stopped or hung the whole job; now each is one row and the job finishes."""
+    model, good, _ = collection
+    folder = tmp_path / "odd"
+    (folder / "sub").mkdir(parents=True)
+    copied = [folder / "a.png", folder / "sub" / os.fsdecode(b"caf\xe9.png")]
+    for source, target in zip(good, copied):
+        target.write_bytes(Path(source).read_bytes())
+    os.mkfifo(folder / "pipe.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "sub" / "loop").symlink_to("..")
+    output = tmp_path / "out"
+    assert finished_within(120, folder, "--model", model, "--output", output) == 1
+    rows = {row["path"]: row for row in results(output)}
+    assert sorted(rows) == sorted([str(folder / "a.png"), str(folder / "sub" / "caf\\xe9.png"),
+                                   str(folder / "pipe.png"), str(folder / "zero.png")])
+    assert [rows[str(path)]["ok"] for path in (folder / "a.png", folder / "pipe.png", folder / "zero.png")] == [
+        True, False, False]
+    assert rows[str(folder / "sub" / "caf\\xe9.png")]["ok"]
+    assert rows[str(folder / "pipe.png")]["error"].endswith("not a regular file (a FIFO, socket or device); give an image file")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 160 KiB tmpfs (root only): a disk that fills part way through a job."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], check=True,
+                       capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("mounting a tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_resume_finishes_it(local_ray, collection, tiny_disk, capsys):
+    model, good, _ = collection
+    output = tiny_disk / "out"
+    arguments = [*good, "--model", model, "--output", output, "--batch-size", "4", "--overlays", "--heatmaps"]
+    assert batch(*arguments) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"onnxcam batch: {output}: cannot write (No space left on device)")
+    assert lines[-1].endswith("make room, then finish with --resume")
+    assert not [line for line in lines if "Traceback" in line or "RayTaskError" in line]
+    assert not [path for path in output.rglob(".*") if path.name.endswith(".tmp")]
+    kept = len(results(output))
+    assert 0 < kept < GOOD
+    deadline = time.monotonic() + 60  # the stopped job's actors finish the groups they hold, then end
+    while actor_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)
+    assert batch(*arguments, "--resume") == 0
+    rows = results(output)
+    assert_each_once(rows, good, [])
+    for folder, suffix in (("overlays", ".png"), ("heatmaps", ".npy")):  # one per row: no orphan, no duplicate
+        assert sorted(path.name for path in (output / folder).iterdir()) == sorted(
+            f"{name}{suffix}" for name in written_images(output))
+
+
+def written_images(output: Path) -> list[str]:
+    """The image names the shards account for: <shard>-<position>_<stem>_gradcam_c<class>."""
+    names = []
+    for shard in sorted((output / "results").glob("*.parquet")):
+        for position, row in enumerate(pq.read_table(shard).to_pylist()):
+            names += [f"{shard.stem}-{position}_{Path(row['path']).stem}_gradcam_c{m['class_index']}" for m in row["maps"]]
+    return names

@@ -179,7 +179,9 @@ def test_sweep_removes_temporaries_and_images_of_groups_without_a_shard(tmp_path
                output / ".manifest.json.2.tmp"]
     for path in kept + orphans:
         path.write_bytes(b"x")
-    assert job.sweep(pafs.LocalFileSystem(), str(output)) == 3
+    assert job.sweep(pafs.LocalFileSystem(), str(output), orphans=False) == 2
+    assert orphans[0].exists()
+    assert job.sweep(pafs.LocalFileSystem(), str(output), orphans=True) == 1
     assert all(path.exists() for path in kept) and not any(path.exists() for path in orphans)
 
 

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, job) -> int:
         done = job.written(fs, root)
         run_number = manifest.check_resume(manifest.read(fs, root), done.num_rows > 0, model, settings,
                                            args.resume, args.output)
-        job.sweep(fs, root)
+        job.sweep(fs, root, orphans=True)
         for folder in [job.RESULTS] + [name for name, wanted in (("overlays", args.overlays),
                                                               ("heatmaps", args.heatmaps)) if wanted]:
             fs.create_dir(f"{root}/{folder}", recursive=True)
@@ -130,16 +130,11 @@ def run(args: argparse.Namespace, job) -> int:
         explain_top, tuple(args.class_index) if args.class_index else None, args.output, run_number,
         args.overlays, args.heatmaps)
     started = time.perf_counter()
-    try:
-        job.run(todo, settings_for_actors, workers)
-    except Exception as error:
-        cause = job.output_error(error)
-        if cause is None:
-            raise
-        job.sweep(fs, root)
+    write_error = job.run(todo, settings_for_actors, workers)
+    if write_error is not None:
+        job.sweep(fs, root, orphans=False)
         shards = len(job.shard_names(fs, root))
-        _report(f"{cause}; the {shards} shards written are kept, temporary files removed; "
-                "make room, then finish with --resume")
+        _report(f"{write_error}; {shards} shards kept, temporary files removed; make room, then finish with --resume")
         return EXIT_SOME_FAILED
     seconds = time.perf_counter() - started
     rows = job.written(fs, root)
@@ -164,7 +159,7 @@ def _stopped(output: str, job, what: str, code: int) -> int:
     job.stop_ray()
     try:
         fs, root = filesystem(output)
-        job.sweep(fs, root)
+        job.sweep(fs, root, orphans=False)
         kept = f"{len(job.shard_names(fs, root))} shards kept"
     except (OSError, ValueError):
         kept = "the shards written are kept"

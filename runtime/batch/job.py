@@ -6,8 +6,10 @@ name, so an input can never land in two shards. Each file is written to a hidden
 moved into place, a group's overlays and heatmaps before its shard: a group whose shard is missing
 is not done, and `sweep` removes its images and any temporary left by a killed writer."""
 
+import logging
 import os
 import re
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,12 +83,19 @@ class ShardExplainer:
         self.fs, self.root = filesystem(settings.output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok, failed = [], []
+        """Each group written, or the one line of the OutputError that stopped it (the driver
+        stops the job on it: no exception travels through Ray's wrappers)."""
+        ok, failed, errors = [], [], []
         for group, paths in zip(batch["group"], batch["paths"], strict=True):
-            rows = self.write_group(int(group), [os.fsdecode(bytes(path)) for path in paths])
+            try:
+                rows = self.write_group(int(group), [os.fsdecode(bytes(path)) for path in paths])
+                errors.append("")
+            except OutputError as error:
+                rows = []
+                errors.append(str(error))
             ok.append(sum(row["ok"] for row in rows))
             failed.append(len(rows) - ok[-1])
-        return {"group": batch["group"], "ok": np.array(ok), "failed": np.array(failed)}
+        return {"group": batch["group"], "ok": np.array(ok), "failed": np.array(failed), "error": np.array(errors)}
 
     def write_group(self, group: int, paths: list[str]) -> list[dict]:
         """Explain a group and write its images, then its shard; on a write failure, remove the
@@ -102,8 +111,8 @@ class ShardExplainer:
         except OSError as error:
             for path in written:
                 delete_quietly(self.fs, path)
-            reason = error.strerror or one_line(error)
-            raise OutputError(f"{self.settings.output}: cannot write ({reason}) while writing group {group}; "
+            reason = os.strerror(error.errno) if error.errno else one_line(error)
+            raise OutputError(f"{self.settings.output}: cannot write ({reason}) in group {group}; "
                               "its files were removed") from None
 
     def explain_group(self, group: int, paths: list[str], written: list[str]) -> list[dict]:
@@ -172,10 +181,18 @@ class ShardExplainer:
 
 
 def start_ray(address: str | None) -> float:
-    """Join `address`, or start a local Ray when none is given and none is running; seconds taken."""
+    """Join `address`, or start a local Ray when none is given and none is running; seconds taken.
+    Ray's own SIGTERM handler (a stack dump, then abort) is replaced by the one set before."""
     started = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        handler = signal.getsignal(signal.SIGTERM)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     return time.perf_counter() - started
 
 
@@ -190,34 +207,26 @@ def default_workers(device: str) -> int:
     return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
 
 
-def run(inputs: Sequence[str], settings: Settings, workers: int) -> None:
-    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time. Ray Data
-    restarts a killed actor and retries its groups (its defaults for actor pools: no limit).
-    Paths travel as bytes (os.fsencode): a file name that is not UTF-8 stays the same file."""
+def run(inputs: Sequence[str], settings: Settings, workers: int) -> str | None:
+    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time; returns the
+    first write error (one line), which stops the job, or None. Ray Data restarts a killed actor
+    and retries its groups (its defaults for actor pools: no limit). Paths travel as bytes
+    (os.fsencode): a file name that is not UTF-8 stays the same file."""
     size = settings.batch_size
     groups = [{"group": i, "paths": [os.fsencode(path) for path in inputs[start:start + size]]}
               for i, start in enumerate(range(0, len(inputs), size))]
     if not groups:
-        return
+        return None
     resources = {"num_gpus": 1} if settings.device == "cuda" else {"num_cpus": 1}
     dataset = ray.data.from_items(groups, override_num_blocks=min(len(groups), 4 * workers))
     results = dataset.map_batches(
         ShardExplainer, fn_constructor_args=(settings,), batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
         **resources,
     )
-    for _ in results.iter_batches(batch_size=None):
-        pass
-
-
-def output_error(error: BaseException) -> OutputError | None:
-    """The OutputError an actor raised, found inside the errors Ray wraps it in."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OutputError):
-            return error
-        seen.add(id(error))
-        cause = getattr(error, "cause", None)
-        error = cause if isinstance(cause, BaseException) else error.__cause__ or error.__context__
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        errors = [error for error in batch["error"] if error]
+        if errors:
+            return str(errors[0])
     return None
 
 
@@ -230,16 +239,18 @@ def written(fs: pafs.FileSystem, root: str) -> pa.Table:
     return dataset.to_table(columns=["path", "ok"])
 
 
-def sweep(fs: pafs.FileSystem, root: str) -> int:
-    """Remove what no shard accounts for: temporaries left by a killed writer, and the overlays
+def sweep(fs: pafs.FileSystem, root: str, orphans: bool) -> int:
+    """Remove what no shard accounts for: temporaries left by a killed writer and, with `orphans`
+    (only when no actor of this output can still be running: before a job starts), the overlays
     and heatmaps of groups whose shard was never written. Returns the number of files removed."""
-    shards = {name.removesuffix(".parquet") for name in _names(fs, f"{root}/{RESULTS}")}
+    shards = {name.removesuffix(".parquet") for name in shard_names(fs, root)}
     removed = 0
     for folder in (root, f"{root}/{RESULTS}", *(f"{root}/{name}" for name in IMAGE_FOLDERS)):
         for name in _names(fs, folder):
             group = GROUP_PREFIX.match(name)
             is_temporary = name.startswith(".") and name.endswith(".tmp")
-            if is_temporary or (folder != f"{root}/{RESULTS}" and group and group.group(1) not in shards):
+            is_orphan = orphans and folder != f"{root}/{RESULTS}" and group and group.group(1) not in shards
+            if is_temporary or is_orphan:
                 delete_quietly(fs, f"{folder}/{name}")
                 removed += 1
     return removed
