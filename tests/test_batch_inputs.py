@@ -17,6 +17,7 @@ pytest.importorskip("ray")
 from runtime.batch import job, sources, storage  # noqa: E402
 from runtime.batch.__main__ import main  # noqa: E402
 from runtime.images import MAX_FILE_BYTES, read_image  # noqa: E402
+from runtime.targets import Targets  # noqa: E402
 from tests import fake_model  # noqa: E402
 from tests.fake_model import blob_image, fake_metadata, write_fake_model  # noqa: E402
 
@@ -29,9 +30,10 @@ def write_image(path: Path, colour=(255, 0, 0)) -> str:
     return str(path)
 
 
-def settings(model: Path, output: Path, **changes) -> job.Settings:
-    values = dict(model=str(model), device="cpu", batch_size=8, max_pixels=100_000, methods=("gradcam",), top_k=3,
-                  explain_top=1, class_index=None, output=str(output), run=0, overlays=False, heatmaps=False)
+def settings(model: Path, output: Path, targets: Targets = Targets(), **changes) -> job.Settings:
+    values = dict(model=str(model), device="cpu", batch_size=8, max_pixels=100_000, aug_smooth=False,
+                  eigen_smooth=False, max_channels=256, targets=targets, output=str(output), run=0, overlays=False,
+                  heatmaps=False)
     return job.Settings(**(values | changes))
 
 
@@ -130,7 +132,7 @@ def test_every_heatmap_is_written_with_120_maps(tmp_path, monkeypatch):
     model = write_fake_model(tmp_path / "many.onnx", fake_metadata(labels=[f"class {i}" for i in range(120)]))
     output = tmp_path / "out"
     prepared(output)
-    explainer = job.ShardExplainer(settings(model, output, heatmaps=True, explain_top=120, top_k=3))
+    explainer = job.ShardExplainer(settings(model, output, Targets(top_k=3, explain_top=120), heatmaps=True))
     rows = explainer.write_group(0, [write_image(tmp_path / "one.png")])
     assert len(rows[0]["maps"]) == 120
     assert len(os.listdir(output / "heatmaps")) == 120  # 99 before: zip with [None] * 99

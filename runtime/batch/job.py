@@ -22,21 +22,22 @@ import pyarrow.parquet as pq
 import ray
 
 from runtime import Explainer
-from runtime.cli import shown
+from runtime.commandline import shown
 from runtime.errors import ImageError, one_line
 from runtime.render import encoded_image, encoded_npy
+from runtime.results import record
+from runtime.targets import Targets
 
 from .storage import delete_quietly, filesystem, read_input, write_atomically
 
 RESULTS = "results"
 IMAGE_FOLDERS = ("overlays", "heatmaps")
 PREDICTION = pa.struct([("index", pa.int64()), ("label", pa.string()), ("probability", pa.float64())])
-CLASS_MAP = pa.struct([
-    ("method", pa.string()), ("class_index", pa.int64()), ("label", pa.string()),
-    ("peak_x", pa.int64()), ("peak_y", pa.int64()),
-    ("height", pa.int64()), ("width", pa.int64()), ("cam", pa.list_(pa.float32())),
+CLASS_MAP = pa.struct([  # runtime.results.map_record's keys, with the cam
+    ("method", pa.string()), ("class_index", pa.int64()), ("label", pa.string()), ("rank", pa.int64()),
+    ("peak", pa.list_(pa.int64())), ("cam", pa.list_(pa.list_(pa.float32()))),
 ])
-SCHEMA = pa.schema([
+SCHEMA = pa.schema([  # the job's own fields (path, ok, error), then Explanation.to_record()'s
     ("path", pa.string()), ("ok", pa.bool_()), ("error", pa.string()),
     ("predictions", pa.list_(PREDICTION)), ("maps", pa.list_(CLASS_MAP)),
 ])
@@ -51,10 +52,10 @@ class Settings:
     device: str
     batch_size: int
     max_pixels: int
-    methods: tuple[str, ...]
-    top_k: int
-    explain_top: int
-    class_index: tuple[int, ...] | None
+    aug_smooth: bool
+    eigen_smooth: bool
+    max_channels: int
+    targets: Targets
     output: str  # the output folder's URI
     run: int
     overlays: bool
@@ -79,7 +80,9 @@ class ShardExplainer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.explainer = Explainer(settings.model, settings.device, settings.batch_size, settings.max_pixels)
+        s = settings
+        self.explainer = Explainer(s.model, s.device, s.batch_size, s.max_pixels, s.targets.methods[0],
+                                   s.aug_smooth, s.eigen_smooth, s.max_channels)
         self.fs, self.root = filesystem(settings.output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -127,12 +130,8 @@ class ShardExplainer:
                 rows[position] = failed_row(shown(path), shown(str(error)))
             except Exception as error:  # any other reading failure is this input's row, never the job's
                 rows[position] = failed_row(shown(path), f"{shown(path)}: cannot read ({one_line(error)})")
-        s = self.settings
         try:
-            outcomes = self.explainer.explain_methods(
-                [data for _, data in readable], s.methods, s.top_k, list(s.class_index) if s.class_index else None,
-                s.explain_top,
-            )
+            outcomes = self.explainer.explain_targets([data for _, data in readable], self.settings.targets)
             for (position, _), per_method in zip(readable, outcomes, strict=True):
                 rows[position] = self.row(group, position, paths[position], per_method, written)
         except OSError:
@@ -144,22 +143,16 @@ class ShardExplainer:
         return [rows[position] for position in range(len(paths))]
 
     def row(self, group: int, position: int, path: str, per_method: tuple, written: list[str]) -> dict:
+        """The job's fields (path, ok, error) and the shared record (runtime.results.record) with
+        its cams; the overlays and heatmaps written."""
         if per_method[0].error is not None:
             return failed_row(shown(path), f"{shown(path)}: {per_method[0].error.problem}")
-        first = per_method[0].explanation
-        maps = []
-        for outcome in per_method:
-            explanation = outcome.explanation
-            for class_map in explanation.maps:
-                height, width = class_map.cam.shape
-                maps.append({
-                    "method": explanation.method, "class_index": class_map.class_index, "label": class_map.label,
-                    "peak_x": class_map.peak[0], "peak_y": class_map.peak[1], "height": height, "width": width,
-                    "cam": class_map.cam.astype(np.float32).ravel().tolist(),
-                })
+        explanations = [outcome.explanation for outcome in per_method]
+        for explanation in explanations:
             self.write_images(group, position, path, explanation, written)
-        predictions = [{"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions]
-        return {"path": shown(path), "ok": True, "error": None, "predictions": predictions, "maps": maps}
+        shared = record(explanations, cam=True)  # its "image" is <bytes>: the job's path names the input
+        return {"path": shown(path), "ok": True, "error": None} | {
+            key: value for key, value in shared.items() if key != "image"}
 
     def write_images(self, group: int, position: int, path: str, explanation, written: list[str]) -> None:
         """DIR/overlays/ and DIR/heatmaps/, when asked, one file per map:

@@ -11,14 +11,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from runtime.errors import ModelError, one_line
+from runtime.errors import ModelError, OnnxcamError, one_line
 
 from .storage import write_atomically
 
 MANIFEST = "manifest.json"
 
 
-class ManifestError(Exception):
+class ManifestError(OnnxcamError):
     """The output folder cannot take this job; the message is one line saying what to do."""
 
 

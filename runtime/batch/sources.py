@@ -12,7 +12,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from runtime.errors import one_line
+from runtime.errors import OnnxcamError, one_line
 from runtime.images import IMAGE_SUFFIXES
 
 from .storage import filesystem
@@ -22,7 +22,7 @@ LIST_SUFFIXES = (".txt", ".lst")
 PATH_COLUMN = "path"
 
 
-class SourceError(Exception):
+class SourceError(OnnxcamError):
     """A SOURCE cannot be expanded; the message is one line naming it."""
 
 
