@@ -8,7 +8,6 @@ import os
 import threading
 import time
 
-import cv2
 import pyarrow.dataset as pads
 import pytest
 
@@ -17,7 +16,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from runtime.batch.__main__ import main  # noqa: E402
-from tests.fake_model import blob_image, write_fake_model  # noqa: E402
+from tests.test_batch_inputs import model_and_images  # noqa: E402
 
 IMAGES = 160
 
@@ -41,11 +40,7 @@ def both_nodes_busy() -> bool:
 
 def test_a_removed_node_loses_nothing(two_nodes, tmp_path):
     cluster, worker = two_nodes
-    model = write_fake_model(tmp_path / "fake.onnx")
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(IMAGES):
-        cv2.imwrite(str(images / f"{i:03d}.png"), blob_image(48, 48, (8, 8, 24, 24), (i, 255 - i, 90))[:, :, ::-1])
+    model, images = model_and_images(tmp_path, IMAGES)
     output = tmp_path / "out"
     arguments = [str(images), "--model", str(model), "--output", str(output), "--batch-size", "2", "--workers", "2",
                  "--ray-address", cluster.address]

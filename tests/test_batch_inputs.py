@@ -30,6 +30,15 @@ def write_image(path: Path, colour=(255, 0, 0)) -> str:
     return str(path)
 
 
+def model_and_images(folder: Path, count: int) -> tuple[Path, Path]:
+    """The fake model and a folder of `count` small images of different colours."""
+    images = folder / "images"
+    images.mkdir()
+    for i in range(count):
+        write_image(images / f"{i:03d}.png", (i % 256, 255 - i % 256, 90))
+    return write_fake_model(folder / "fake.onnx"), images
+
+
 def settings(model: Path, output: Path, targets: Targets = Targets(), **changes) -> job.Settings:
     values = dict(model=str(model), device="cpu", batch_size=8, max_pixels=100_000, aug_smooth=False,
                   eigen_smooth=False, max_channels=256, targets=targets, output=str(output), run=0, overlays=False,

@@ -10,23 +10,18 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import pyarrow.dataset as pads
 import pytest
 
 pytest.importorskip("ray")
 
-from tests.fake_model import blob_image, write_fake_model  # noqa: E402
+from tests.test_batch_inputs import model_and_images  # noqa: E402
 
 IMAGES = 120
 
 
 def test_sigterm_is_one_line_143_and_resume_finishes(tmp_path):
-    model = write_fake_model(tmp_path / "fake.onnx")
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(IMAGES):
-        cv2.imwrite(str(images / f"{i:03d}.png"), blob_image(48, 48, (8, 8, 24, 24), (i, 255 - i, 90))[:, :, ::-1])
+    model, images = model_and_images(tmp_path, IMAGES)
     output = tmp_path / "out"
     command = [sys.executable, "-m", "runtime.batch", str(images), "--model", str(model), "--output", str(output),
                "--batch-size", "2", "--workers", "2", "--overlays"]

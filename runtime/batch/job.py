@@ -4,7 +4,8 @@ Each group of `batch_size` inputs is one row of the dataset and one shard, named
 the group's number: a retried group (its actor killed, restarted by Ray) rewrites the same shard
 name, so an input can never land in two shards. Each file is written to a hidden temporary and
 moved into place, a group's overlays and heatmaps before its shard: a group whose shard is missing
-is not done, and `sweep` removes its images and any temporary left by a killed writer."""
+is not done, and `sweep` removes its images and any temporary left by a killed writer. A row is the
+job's path, ok and error, then the record every front end shares (runtime.results.record)."""
 
 import logging
 import os
