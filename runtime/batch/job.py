@@ -64,8 +64,8 @@ class Settings:
 
 
 class OutputError(Exception):
-    """A group's files could not be written (a full disk, a lost permission): the group's files
-    are removed; the message is one line naming the output folder."""
+    """An output file could not be written (a full disk, a lost permission); the message is one
+    line naming the output folder. The group being written is removed whole."""
 
 
 def shard_name(run: int, group: int) -> str:
@@ -105,19 +105,25 @@ class ShardExplainer:
         """Explain a group and write its images, then its shard; on a write failure, remove the
         group's files and raise OutputError."""
         written: list[str] = []
-        shard = f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}"
         try:
             rows = self.explain_group(group, paths, written)
             sink = pa.BufferOutputStream()
             pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-            write_atomically(self.fs, shard, sink.getvalue())
+            self.write(f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}", sink.getvalue(), written)
             return rows
-        except OSError as error:
+        except OutputError:
             for path in written:
                 delete_quietly(self.fs, path)
+            raise
+
+    def write(self, path: str, data: bytes | memoryview, written: list[str]) -> None:
+        """One output file, atomically, appended to `written`; OutputError when it cannot be written."""
+        try:
+            write_atomically(self.fs, path, data)
+        except OSError as error:
             reason = os.strerror(error.errno) if error.errno else one_line(error)
-            raise OutputError(f"{self.settings.output}: cannot write ({reason}) in group {group}; "
-                              "its files were removed") from None
+            raise OutputError(f"{self.settings.output}: cannot write ({reason})") from None
+        written.append(path)
 
     def explain_group(self, group: int, paths: list[str], written: list[str]) -> list[dict]:
         """One row per path, in order; a path that cannot be read or explained is a failed row.
@@ -135,7 +141,7 @@ class ShardExplainer:
             outcomes = self.explainer.explain_targets([data for _, data in readable], self.settings.targets)
             for (position, _), per_method in zip(readable, outcomes, strict=True):
                 rows[position] = self.row(group, position, paths[position], per_method, written)
-        except OSError:
+        except OutputError:
             raise
         except Exception as error:  # onnxruntime failing: this group's remaining inputs fail, the job goes on
             for position, _ in readable:
@@ -169,9 +175,8 @@ class ShardExplainer:
             for folder, wanted, encode in (("overlays", s.overlays, lambda: encoded_image(overlays[number])),
                                            ("heatmaps", s.heatmaps, lambda: encoded_npy(class_map.heatmap))):
                 if wanted:
-                    target = f"{self.root}/{folder}/{name}{'.png' if folder == 'overlays' else '.npy'}"
-                    write_atomically(self.fs, target, encode())
-                    written.append(target)
+                    self.write(f"{self.root}/{folder}/{name}{'.png' if folder == 'overlays' else '.npy'}", encode(),
+                               written)
 
 
 def start_ray(address: str | None) -> float:
