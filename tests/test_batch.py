@@ -300,3 +300,13 @@ def written_images(output: Path) -> list[str]:
         for position, row in enumerate(pq.read_table(shard).to_pylist()):
             names += [f"{shard.stem}-{position}_{Path(row['path']).stem}_gradcam_c{m['class_index']}" for m in row["maps"]]
     return names
+
+
+def test_more_workers_than_the_cluster_can_run_is_refused_before_anything_is_written(local_ray, collection,
+                                                                                      tmp_path, capsys):
+    model, good, _ = collection
+    output = tmp_path / "out"
+    assert finished_within(60, *good[:4], "--model", model, "--output", output, "--workers", "1000") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "onnxcam batch: workers 1000: the cluster has 2 CPUs (one per worker); give at most 2")  # 100000 hung before
+    assert not output.exists()

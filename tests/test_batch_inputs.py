@@ -207,3 +207,13 @@ def test_a_corrupt_manifest_is_named_in_one_line(tmp_path, model, content, capsy
     assert len(lines) == 1 and lines[0].startswith(f"onnxcam batch: {output}/manifest.json: ")
     assert "choose another --output" in lines[0]
 
+
+
+def test_the_jobs_own_output_is_no_input(tmp_path):
+    """An output folder inside a source folder: its overlays are not inputs of a resumed job."""
+    images = tmp_path / "images"
+    (images / "run1" / "overlays").mkdir(parents=True)
+    image = write_image(images / "a.png")
+    write_image(images / "run1" / "overlays" / "r000-0000000-0_a_gradcam_c0.png")
+    assert sources.expand([str(images)], exclude=str(images / "run1")) == [image]
+    assert len(sources.expand([str(images)])) == 2

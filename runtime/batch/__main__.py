@@ -9,6 +9,7 @@ The last line: `N ok, M failed, X img/s, DIR`."""
 
 import argparse
 import collections
+import os
 import time
 from collections.abc import Sequence
 
@@ -63,8 +64,8 @@ def body(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, job) -> int:
-    """The job; raises OnnxcamError (one line, exit 2) when it cannot start."""
-    inputs = sources.expand(args.sources)
+    """The job; raises OnnxcamError (one line, exit 2) when it cannot start, before writing anything."""
+    inputs = sources.expand(args.sources, exclude=args.out)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"workers {args.workers}: must be at least 1")
     checker = cl.explainer_from_args(argparse.Namespace(**vars(args) | {"device": "cpu"}))  # the card, checked
@@ -73,28 +74,30 @@ def run(args: argparse.Namespace, job) -> int:
     if not inputs:
         raise UsageError(f"{' '.join(args.sources)}: no images found")
     settings = row_settings(args, targets)
+    fs, root, done, run_number = _output_folder(args, job, model, settings)
+    ray_seconds = job.start_ray(args.ray_address)
+    slots = job.cluster_slots(args.device)
+    if args.workers is not None and args.workers > slots:
+        unit = "GPUs" if args.device == "cuda" else "CPUs"
+        raise UsageError(f"workers {args.workers}: the cluster has {slots} {unit} (one per worker); give at most {slots}")
+    workers = args.workers or slots
+    record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
+              "inputs": len(inputs), "counts": None}
     try:
-        fs, root = filesystem(args.out)
-        done = job.written(fs, root)
-        run_number = manifest.check_resume(manifest.read(fs, root), done.num_rows > 0, model, settings,
-                                           args.resume, args.out)
         job.sweep(fs, root, orphans=True)
         for folder in [job.RESULTS] + [name for name in job.IMAGE_FOLDERS if getattr(args, name)]:
             fs.create_dir(f"{root}/{folder}", recursive=True)
-        record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
-                  "inputs": len(inputs), "counts": None}
         manifest.write(fs, root, record)
-    except (OSError, ValueError) as error:  # pyarrow's errors: an unwritable folder, a bad URI
-        raise UsageError(f"{args.out}: cannot use the output folder ({one_line(error)}); choose another --out") from None
+    except OSError as error:
+        raise UsageError(f"{args.out}: cannot write to the output folder ({one_line(error)}); "
+                         "choose another --out") from None
     skip = set(done.column("path").to_pylist())
     todo = [path for path in inputs if cl.shown(path) not in skip]
-    ray_seconds = job.start_ray(args.ray_address)
-    workers = args.workers or job.default_workers(args.device)
     cl.report(PROG, f"{len(inputs)} inputs, {len(inputs) - len(todo)} already done; {workers} workers; "
                     f"Ray ready in {ray_seconds:.1f} s")
     settings_for_actors = job.Settings(
-        args.model, args.device, args.batch_size, args.max_pixels, args.aug_smooth, args.eigen_smooth,
-        args.max_channels, targets, args.out, run_number, args.overlays, args.heatmaps)
+        os.path.abspath(args.model), args.device, args.batch_size, args.max_pixels, args.aug_smooth,
+        args.eigen_smooth, args.max_channels, targets, args.out, run_number, args.overlays, args.heatmaps)
     started = time.perf_counter()
     write_error = job.run(todo, settings_for_actors, workers)
     if write_error is not None:
@@ -103,7 +106,23 @@ def run(args: argparse.Namespace, job) -> int:
         cl.report(PROG, f"{write_error}; {shards} shards kept, temporary files removed; "
                         "make room, then finish with --resume")
         return cl.EXIT_FAILED
-    seconds = time.perf_counter() - started
+    return _finish(args, job, fs, root, inputs, record, len(todo) / (time.perf_counter() - started))
+
+
+def _output_folder(args: argparse.Namespace, job, model: dict, settings: dict):
+    """The output folder's filesystem, root, rows already written and this run's number; the
+    resume rules checked (ManifestError); nothing written."""
+    try:
+        fs, root = filesystem(args.out)
+        done = job.written(fs, root)
+        previous = manifest.read(fs, root)
+    except (OSError, ValueError) as error:  # pyarrow's errors: an unreadable folder, a bad URI
+        raise UsageError(f"{args.out}: cannot use the output folder ({one_line(error)}); choose another --out") from None
+    return fs, root, done, manifest.check_resume(previous, done.num_rows > 0, model, settings, args.resume, args.out)
+
+
+def _finish(args: argparse.Namespace, job, fs, root: str, inputs: list[str], record: dict, speed: float) -> int:
+    """Every input checked to be in the results once; the counts in the manifest; the last line."""
     rows = job.written(fs, root)
     counts = collections.Counter(rows.column("path").to_pylist())
     missing = [path for path in map(cl.shown, inputs) if path not in counts]
@@ -117,7 +136,7 @@ def run(args: argparse.Namespace, job) -> int:
         cl.report(PROG, f"{args.out}: cannot write {manifest.MANIFEST} ({one_line(error)}); the results are complete")
     for path in (missing + twice)[:10]:
         cl.report(PROG, f"{path}: {'missing from' if path in missing else 'more than once in'} the results")
-    print(f"{ok} ok, {failed} failed, {len(todo) / seconds if seconds else 0:.1f} img/s, {args.out}")
+    print(f"{ok} ok, {failed} failed, {speed:.1f} img/s, {args.out}")
     return cl.EXIT_FAILED if failed or missing or twice else cl.EXIT_OK
 
 

@@ -201,7 +201,8 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
-def default_workers(device: str) -> int:
+def cluster_slots(device: str) -> int:
+    """How many actors the cluster can run at once: its CPUs, or its GPUs with cuda."""
     resources = ray.cluster_resources()
     return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
 

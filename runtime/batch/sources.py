@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from runtime.errors import OnnxcamError, one_line
 from runtime.images import IMAGE_SUFFIXES
 
-from .storage import filesystem
+from .storage import filesystem, is_uri
 
 GLOB_CHARACTERS = "*?["
 LIST_SUFFIXES = (".txt", ".lst")
@@ -26,14 +26,20 @@ class SourceError(OnnxcamError):
     """A SOURCE cannot be expanded; the message is one line naming it."""
 
 
-def expand(sources: list[str]) -> list[str]:
+def expand(sources: list[str], exclude: str | None = None) -> list[str]:
     """Every SOURCE expanded, in order, each input once: folders walked recursively for images,
     globs matched, .txt/.lst read as one path a line, .parquet/.csv read from their `path`
-    column, anything else taken as an image (a missing one becomes a failed row later)."""
+    column, anything else taken as an image (a missing one becomes a failed row later). Local
+    paths are absolute; none under the local folder `exclude` (the job's own output: its
+    overlays are no inputs of a resumed job)."""
     found: list[str] = []
     for source in sources:
         found += _expand_one(source)
-    return list(dict.fromkeys(found))
+    found = list(dict.fromkeys(found))
+    if exclude is None or is_uri(exclude):
+        return found
+    inside = os.path.join(os.path.abspath(exclude), "")
+    return [path for path in found if is_uri(path) or not path.startswith(inside)]
 
 
 def _expand_one(source: str) -> list[str]:
@@ -53,7 +59,7 @@ def _expand_one(source: str) -> list[str]:
         return [prefix + image for image in _files_under(fs, path, local) if _is_visible_image(image[len(path):])]
     if kind == "file" and path.lower().endswith((".parquet", ".csv") + LIST_SUFFIXES):
         return _listed(fs, path, source)
-    return [source]
+    return [path if local else source]
 
 
 def _is_visible_image(relative: str) -> bool:
