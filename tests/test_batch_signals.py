@@ -50,3 +50,15 @@ def test_sigterm_is_one_line_143_and_resume_finishes(tmp_path):
     assert sorted(counts) == sorted(str(path) for path in images.iterdir()) and set(counts.values()) == {1}
     stems = sorted(path.name.split("_", 1)[1].split("_gradcam_")[0] for path in (output / "overlays").iterdir())
     assert stems == sorted(Path(path).stem for path in rows)  # one overlay per row: none orphaned, none twice
+
+
+def test_sigterm_while_ray_starts_is_143_too(tmp_path):
+    """ray.init sets its own SIGTERM handler (sys.exit(15)) while it starts: exit 15, no line, before."""
+    model, images = model_and_images(tmp_path, 4)
+    job = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(images), "--model", str(model),
+                            "--output", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4)  # the model is loaded and Ray is starting (it takes 10 s or more here)
+    job.send_signal(signal.SIGTERM)
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 143
+    assert stderr.strip().splitlines()[-1].startswith("onnxcam batch: terminated; ")

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import ray
 
 from runtime import Explainer
-from runtime.commandline import shown
+from runtime.commandline import Terminated, shown
 from runtime.errors import ImageError, one_line
 from runtime.render import encoded_image, encoded_npy
 from runtime.results import record
@@ -185,9 +185,15 @@ def start_ray(address: str | None) -> float:
     started = time.perf_counter()
     if not ray.is_initialized():
         handler = signal.getsignal(signal.SIGTERM)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except SystemExit as stop:  # ray.init's own SIGTERM handler exits with the signal's number
+            if stop.code != signal.SIGTERM:
+                raise
+            raise Terminated() from None
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -196,9 +202,9 @@ def start_ray(address: str | None) -> float:
 
 
 def stop_ray() -> None:
-    """Disconnect from Ray: the job's actors end with their driver (a local Ray ends too)."""
-    if ray.is_initialized():
-        ray.shutdown()
+    """Disconnect from Ray: the job's actors end with their driver (a local Ray ends too, even
+    one stopped while it started)."""
+    ray.shutdown()
 
 
 def cluster_slots(device: str) -> int:
