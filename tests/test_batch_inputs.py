@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("ray")
 
 from runtime.batch import job, sources, storage  # noqa: E402
+from runtime import Explainer  # noqa: E402
 from runtime.batch.__main__ import main  # noqa: E402
 from runtime.images import MAX_FILE_BYTES, read_image  # noqa: E402
 from runtime.targets import Targets  # noqa: E402
@@ -170,7 +171,7 @@ def test_a_full_disk_removes_the_groups_files_and_says_so(tmp_path, model):
     output = tmp_path / "out"
     prepared(output)
     explainer = job.ShardExplainer(settings(model, output, overlays=True, heatmaps=True))
-    explainer.fs = FullDisk(room=3)  # 2 images x (overlay, heatmap): the 4th file fails
+    explainer.fs = FullDisk(room=4)  # the group's attempts, then 2 images x (overlay, heatmap): the last fails
     paths = [write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png", (0, 255, 0))]
     with pytest.raises(job.OutputError) as error:
         explainer.write_group(5, paths)
@@ -217,3 +218,33 @@ def test_the_jobs_own_output_is_no_input(tmp_path):
     write_image(images / "run1" / "overlays" / "r000-0000000-0_a_gradcam_c0.png")
     assert sources.expand([str(images)], exclude=str(images / "run1")) == [image]
     assert len(sources.expand([str(images)])) == 2
+
+
+class Died(BaseException):
+    """A worker process dying (a crash, the OOM killer): nothing after it runs."""
+
+
+def test_an_input_that_kills_its_worker_every_time_becomes_a_failed_row(tmp_path, model, monkeypatch):
+    """Ray restarts a dead worker and retries its group without limit: a poisoned input would
+    loop for ever. After one death the group is redone one input at a time; an input in flight
+    at two deaths is a failed row, the others are explained."""
+    output = tmp_path / "out"
+    prepared(output)
+    paths = [write_image(tmp_path / "a.png"), write_image(tmp_path / "poison.png", (0, 255, 0)),
+             write_image(tmp_path / "c.png", (0, 0, 255))]
+    explain_targets = Explainer.explain_targets
+
+    def dies_on_poison(self, images, targets):
+        if any(image == Path(paths[1]).read_bytes() for image in images):
+            raise Died
+        return explain_targets(self, images, targets)
+
+    monkeypatch.setattr(Explainer, "explain_targets", dies_on_poison)
+    for _ in range(2):  # the first try (the whole group), then the poison alone: each kills the worker
+        with pytest.raises(Died):
+            job.ShardExplainer(settings(model, output, overlays=True)).write_group(3, paths)
+    rows = job.ShardExplainer(settings(model, output, overlays=True)).write_group(3, paths)  # Ray's next restart
+    assert [row["ok"] for row in rows] == [True, False, True]
+    assert rows[1]["error"] == f"{paths[1]}: its worker died on it 2 times (a crash, or out of memory)"
+    assert sorted(os.listdir(output / job.RESULTS)) == [job.shard_name(0, 3)]  # the attempts file removed
+    assert len(os.listdir(output / "overlays")) == 2

@@ -7,6 +7,7 @@ moved into place, a group's overlays and heatmaps before its shard: a group whos
 is not done, and `sweep` removes its images and any temporary left by a killed writer. A row is the
 job's path, ok and error, then the record every front end shares (runtime.results.record)."""
 
+import json
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ SCHEMA = pa.schema([  # the job's own fields (path, ok, error), then Explanation
     ("path", pa.string()), ("ok", pa.bool_()), ("error", pa.string()),
     ("predictions", pa.list_(PREDICTION)), ("maps", pa.list_(CLASS_MAP)),
 ])
+CRASHES_PER_INPUT = 2  # deaths of its worker with an input in flight before it is a failed row
 GROUP_PREFIX = re.compile(r"(r\d{3}-\d{7})[-.]")  # the shard a written file belongs to
 
 
@@ -66,6 +68,31 @@ class Settings:
 class OutputError(Exception):
     """An output file could not be written (a full disk, a lost permission); the message is one
     line naming the output folder. The group being written is removed whole."""
+
+
+class Attempts:
+    """A group's attempts, in a hidden file beside its shard (shared by every node): which input
+    positions were in flight when a worker died, and how often each was."""
+
+    def __init__(self, writer: "ShardExplainer", path: str) -> None:
+        self.writer, self.path = writer, path
+        self.deaths: dict[int, int] = {}
+        try:
+            with writer.fs.open_input_stream(path) as stream:
+                state = json.loads(stream.read())
+        except (OSError, ValueError):  # none yet (or a torn one): a first attempt
+            return
+        for position in state.get("in_flight", []):  # the last attempt died with these in flight
+            state["deaths"][str(position)] = state["deaths"].get(str(position), 0) + 1
+        self.deaths = {int(position): count for position, count in state["deaths"].items()}
+
+    def start(self, positions) -> None:
+        """These positions are about to be explained."""
+        state = {"in_flight": list(positions), "deaths": {str(p): n for p, n in self.deaths.items()}}
+        self.writer.write(self.path, json.dumps(state).encode())
+
+    def finish(self) -> None:
+        delete_quietly(self.writer.fs, self.path)
 
 
 def shard_name(run: int, group: int) -> str:
@@ -103,34 +130,56 @@ class ShardExplainer:
 
     def write_group(self, group: int, paths: list[str]) -> list[dict]:
         """Explain a group and write its images, then its shard; on a write failure, remove the
-        group's files and raise OutputError."""
+        group's files and raise OutputError.
+
+        Ray restarts a worker that died (a crash, out of memory) without limit, so an input that
+        kills its worker would be retried for ever. The group's attempts are kept beside its
+        shard: a group that was in flight when its worker died is redone one input at a time,
+        and an input in flight at CRASHES_PER_INPUT deaths becomes a failed row."""
         written: list[str] = []
+        shard = f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}"
+        attempts = Attempts(self, f"{self.root}/{RESULTS}/.{shard_name(self.settings.run, group)}.attempts")
         try:
-            rows = self.explain_group(group, paths, written)
+            if attempts.deaths:
+                rows = {}
+                for position, path in enumerate(paths):
+                    if attempts.deaths.get(position, 0) >= CRASHES_PER_INPUT:
+                        rows[position] = failed_row(shown(path), f"{shown(path)}: its worker died on it "
+                                                    f"{CRASHES_PER_INPUT} times (a crash, or out of memory)")
+                        continue
+                    attempts.start([position])
+                    rows |= self.explain_group(group, [(position, path)], written)
+            else:
+                attempts.start(range(len(paths)))
+                rows = self.explain_group(group, list(enumerate(paths)), written)
+            ordered = [rows[position] for position in range(len(paths))]
             sink = pa.BufferOutputStream()
-            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), sink)
-            self.write(f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}", sink.getvalue(), written)
-            return rows
+            pq.write_table(pa.Table.from_pylist(ordered, schema=SCHEMA), sink)
+            self.write(shard, sink.getvalue(), written)
+            attempts.finish()
+            return ordered
         except OutputError:
-            for path in written:
+            for path in [*written, attempts.path]:
                 delete_quietly(self.fs, path)
             raise
 
-    def write(self, path: str, data: bytes | memoryview, written: list[str]) -> None:
+    def write(self, path: str, data: bytes | memoryview, written: list[str] | None = None) -> None:
         """One output file, atomically, appended to `written`; OutputError when it cannot be written."""
         try:
             write_atomically(self.fs, path, data)
         except OSError as error:
             reason = os.strerror(error.errno) if error.errno else one_line(error)
             raise OutputError(f"{self.settings.output}: cannot write ({reason})") from None
-        written.append(path)
+        if written is not None:
+            written.append(path)
 
-    def explain_group(self, group: int, paths: list[str], written: list[str]) -> list[dict]:
-        """One row per path, in order; a path that cannot be read or explained is a failed row.
+    def explain_group(self, group: int, items: list[tuple[int, str]], written: list[str]) -> dict[int, dict]:
+        """A row per (position, path); a path that cannot be read or explained is a failed row.
         The images written are appended to `written`."""
         rows: dict[int, dict] = {}
+        paths = dict(items)
         readable: list[tuple[int, bytes]] = []
-        for position, path in enumerate(paths):
+        for position, path in items:
             try:
                 readable.append((position, read_input(path)))
             except ImageError as error:  # the CLI's messages
@@ -147,7 +196,7 @@ class ShardExplainer:
             for position, _ in readable:
                 rows.setdefault(position, failed_row(shown(paths[position]),
                                                      f"{shown(paths[position])}: {one_line(error)}"))
-        return [rows[position] for position in range(len(paths))]
+        return rows
 
     def row(self, group: int, position: int, path: str, per_method: tuple, written: list[str]) -> dict:
         """The job's fields (path, ok, error) and the shared record (runtime.results.record) with
@@ -254,7 +303,7 @@ def sweep(fs: pafs.FileSystem, root: str, orphans: bool) -> int:
     for folder in (root, f"{root}/{RESULTS}", *(f"{root}/{name}" for name in IMAGE_FOLDERS)):
         for name in _names(fs, folder):
             group = GROUP_PREFIX.match(name)
-            is_temporary = name.startswith(".") and name.endswith(".tmp")
+            is_temporary = name.startswith(".") and name.endswith((".tmp", ".attempts"))
             is_orphan = orphans and folder != f"{root}/{RESULTS}" and group and group.group(1) not in shards
             if is_temporary or is_orphan:
                 delete_quietly(fs, f"{folder}/{name}")
