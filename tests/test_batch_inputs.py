@@ -3,6 +3,8 @@ names that are not UTF-8, CSV lists), every input read through the CLI's checked
 files written whole or not at all (a full disk), maps as many as the rows say, manifests checked."""
 
 import errno
+import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-pytest.importorskip("ray")
+ray = pytest.importorskip("ray")
 
 from runtime.batch import job, sources, storage  # noqa: E402
 from runtime import Explainer  # noqa: E402
@@ -248,3 +250,19 @@ def test_an_input_that_kills_its_worker_every_time_becomes_a_failed_row(tmp_path
     assert rows[1]["error"] == f"{paths[1]}: its worker died on it 2 times (a crash, or out of memory)"
     assert sorted(os.listdir(output / job.RESULTS)) == [job.shard_name(0, 3)]  # the attempts file removed
     assert len(os.listdir(output / "overlays")) == 2
+
+
+def test_a_resume_with_nothing_left_starts_no_ray(tmp_path, model, capsys):
+    """Checked without a cluster: were Ray started here, this test would start one."""
+    image = write_image(tmp_path / "a.png")
+    output = tmp_path / "out"
+    prepared(output)
+    job.ShardExplainer(settings(model, output)).write_group(0, [image])
+    settings_row = {"method": ["gradcam"], "top_k": 3, "explain_top": 1, "class_index": None, "max_pixels": 40_000_000,
+                    "aug_smooth": False, "eigen_smooth": False, "max_channels": 256, "overlays": False, "heatmaps": False}
+    (output / "manifest.json").write_text(json.dumps({
+        "model": {"path": str(model), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()},
+        "settings": settings_row, "runs": 1}))
+    assert main([image, "--model", str(model), "--output", str(output), "--resume"]) == 0
+    assert not ray.is_initialized()
+    assert capsys.readouterr().err.strip().splitlines() == ["onnxcam batch: 1 inputs, all already done"]

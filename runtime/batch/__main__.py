@@ -75,12 +75,9 @@ def run(args: argparse.Namespace, job) -> int:
         raise UsageError(f"{' '.join(args.sources)}: no images found")
     settings = row_settings(args, targets)
     fs, root, done, run_number = _output_folder(args, job, model, settings)
-    ray_seconds = job.start_ray(args.ray_address)
-    slots = job.cluster_slots(args.device)
-    if args.workers is not None and args.workers > slots:
-        unit = "GPUs" if args.device == "cuda" else "CPUs"
-        raise UsageError(f"workers {args.workers}: the cluster has {slots} {unit} (one per worker); give at most {slots}")
-    workers = args.workers or slots
+    skip = set(done.column("path").to_pylist())
+    todo = [path for path in inputs if cl.shown(path) not in skip]
+    workers, ray_seconds = _workers(args, job) if todo else (0, 0.0)  # nothing left: no Ray to start
     record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
               "inputs": len(inputs), "counts": None}
     try:
@@ -91,10 +88,8 @@ def run(args: argparse.Namespace, job) -> int:
     except OSError as error:
         raise UsageError(f"{args.out}: cannot write to the output folder ({one_line(error)}); "
                          "choose another --out") from None
-    skip = set(done.column("path").to_pylist())
-    todo = [path for path in inputs if cl.shown(path) not in skip]
     cl.report(PROG, f"{len(inputs)} inputs, {len(inputs) - len(todo)} already done; {workers} workers; "
-                    f"Ray ready in {ray_seconds:.1f} s")
+                    f"Ray ready in {ray_seconds:.1f} s" if todo else f"{len(inputs)} inputs, all already done")
     settings_for_actors = job.Settings(
         os.path.abspath(args.model), args.device, args.batch_size, args.max_pixels, args.aug_smooth,
         args.eigen_smooth, args.max_channels, targets, args.out, run_number, args.overlays, args.heatmaps)
@@ -107,6 +102,17 @@ def run(args: argparse.Namespace, job) -> int:
                         "make room, then finish with --resume")
         return cl.EXIT_FAILED
     return _finish(args, job, fs, root, inputs, record, len(todo) / (time.perf_counter() - started))
+
+
+def _workers(args: argparse.Namespace, job) -> tuple[int, float]:
+    """Ray started (or joined) and the number of workers: --workers, at most the cluster's CPUs
+    (GPUs with cuda), else all of them; and the seconds Ray took."""
+    ray_seconds = job.start_ray(args.ray_address)
+    slots = job.cluster_slots(args.device)
+    if args.workers is not None and args.workers > slots:
+        unit = "GPUs" if args.device == "cuda" else "CPUs"
+        raise UsageError(f"workers {args.workers}: the cluster has {slots} {unit} (one per worker); give at most {slots}")
+    return args.workers or slots, ray_seconds
 
 
 def _output_folder(args: argparse.Namespace, job, model: dict, settings: dict):
