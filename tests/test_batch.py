@@ -214,7 +214,7 @@ def test_a_parquet_list_as_source(local_ray, collection, tmp_path):
 
 def test_without_ray_one_line_says_what_to_install(collection, tmp_path):
     model, good, _ = collection
-    blocker = ("import sys; sys.modules['ray'] = None; from runtime.batch.__main__ import main; "
+    blocker = ("import sys; sys.modules['ray'] = sys.modules['pyarrow'] = None; from runtime.batch.__main__ import main; "
                f"sys.exit(main({[good[0], '--model', str(model), '--output', str(tmp_path / 'out')]!r}))")
     finished = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True)
     assert finished.returncode == 2

@@ -199,7 +199,8 @@ def test_sweep_removes_temporaries_and_images_of_groups_without_a_shard(tmp_path
     assert all(path.exists() for path in kept) and not any(path.exists() for path in orphans)
 
 
-@pytest.mark.parametrize("content", [b"{", b"\xff", b"[]", b'{"model": {}, "settings": {}, "runs": 1}'])
+@pytest.mark.parametrize("content", [b"{", b"\xff", b"[]", b'{"model": {}, "settings": {}, "runs": 1}',
+                                     b'{"model": {"sha256": "0"}, "settings": {}, "runs": -1}'])
 def test_a_corrupt_manifest_is_named_in_one_line(tmp_path, model, content, capsys):
     output = tmp_path / "out"
     output.mkdir()
@@ -266,3 +267,12 @@ def test_a_resume_with_nothing_left_starts_no_ray(tmp_path, model, capsys):
     assert main([image, "--model", str(model), "--output", str(output), "--resume"]) == 0
     assert not ray.is_initialized()
     assert capsys.readouterr().err.strip().splitlines() == ["onnxcam batch: 1 inputs, all already done"]
+
+
+def test_an_output_that_is_a_file_is_refused_in_one_line(tmp_path, model, capsys):
+    output = tmp_path / "out"
+    output.write_text("not a folder")
+    assert main([write_image(tmp_path / "a.png"), "--model", str(model), "--output", str(output)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"onnxcam batch: {output}: is a file, not a folder; choose another --out"]
+    assert not ray.is_initialized()

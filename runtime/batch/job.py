@@ -44,7 +44,7 @@ SCHEMA = pa.schema([  # the job's own fields (path, ok, error), then Explanation
     ("predictions", pa.list_(PREDICTION)), ("maps", pa.list_(CLASS_MAP)),
 ])
 CRASHES_PER_INPUT = 2  # deaths of its worker with an input in flight before it is a failed row
-GROUP_PREFIX = re.compile(r"(r\d{3}-\d{7})[-.]")  # the shard a written file belongs to
+GROUP_PREFIX = re.compile(r"(r\d{3,}-\d{7,})[-.]")  # the shard a written file belongs to
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def read(fs: pafs.FileSystem, folder: str) -> dict[str, Any] | None:
     wrong = [key for key, kind in shapes.items() if not isinstance(content, dict) or not isinstance(content.get(key), kind)]
     if not wrong and not isinstance(content["model"].get("sha256"), str):
         wrong = ["model.sha256"]
+    if not wrong and (isinstance(content["runs"], bool) or content["runs"] < 0):
+        wrong = ["runs"]
     if wrong:
         raise ManifestError(f"{path}: not a manifest of this batch job ('{wrong[0]}' missing or of the wrong "
                             "type); choose another --output")
