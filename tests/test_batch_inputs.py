@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from runtime.batch import job, sources, storage  # noqa: E402
+from runtime.batch import job, shards, sources, storage  # noqa: E402
 from runtime import Explainer  # noqa: E402
 from runtime.batch.__main__ import main  # noqa: E402
 from runtime.images import MAX_FILE_BYTES, read_image  # noqa: E402
@@ -66,7 +66,7 @@ def model(tmp_path) -> Path:
 
 def prepared(output: Path) -> None:
     """The output folder as the job's driver makes it before the actors start."""
-    for folder in (job.RESULTS, "overlays", "heatmaps"):
+    for folder in (shards.RESULTS, "overlays", "heatmaps"):
         (output / folder).mkdir(parents=True, exist_ok=True)
 
 
@@ -93,7 +93,7 @@ def test_a_file_name_that_is_not_utf8_is_an_input_like_any_other(tmp_path, model
     rows = job.ShardExplainer(settings(model, output, overlays=True)).write_group(0, [odd, plain])
     assert [row["ok"] for row in rows] == [True, True]
     assert rows[0]["path"] == str(images / "caf\\xe9.png")  # shown as the CLI prints it
-    assert len(os.listdir(output / job.RESULTS)) == 1 and len(os.listdir(output / "overlays")) == 2
+    assert len(os.listdir(output / shards.RESULTS)) == 1 and len(os.listdir(output / "overlays")) == 2
 
 
 def test_a_csv_path_column_is_read_as_text(tmp_path):
@@ -181,21 +181,21 @@ def test_a_full_disk_removes_the_groups_files_and_says_so(tmp_path, model):
     assert [name for folder in os.listdir(output) for name in os.listdir(output / folder)] == []
     explainer.fs = pafs.LocalFileSystem()
     assert [row["ok"] for row in explainer.write_group(5, paths)] == [True, True]
-    assert len(os.listdir(output / "overlays")) == 2 and len(os.listdir(output / job.RESULTS)) == 1
+    assert len(os.listdir(output / "overlays")) == 2 and len(os.listdir(output / shards.RESULTS)) == 1
 
 
 def test_sweep_removes_temporaries_and_images_of_groups_without_a_shard(tmp_path):
     output = tmp_path / "out"
     prepared(output)
-    (output / job.RESULTS / job.shard_name(0, 1)).write_bytes(b"a shard")
+    (output / shards.RESULTS / shards.shard_name(0, 1)).write_bytes(b"a shard")
     kept = [output / "overlays" / "r000-0000001-0_a_gradcam_c0.png", output / "heatmaps" / "r000-0000001-0_a_gradcam_c0.npy"]
-    orphans = [output / "overlays" / "r000-0000002-0_b_gradcam_c0.png", output / job.RESULTS / ".r000-0000002.parquet.1.tmp",
+    orphans = [output / "overlays" / "r000-0000002-0_b_gradcam_c0.png", output / shards.RESULTS / ".r000-0000002.parquet.1.tmp",
                output / ".manifest.json.2.tmp"]
     for path in kept + orphans:
         path.write_bytes(b"x")
-    assert job.sweep(pafs.LocalFileSystem(), str(output), orphans=False) == 2
+    assert shards.sweep(pafs.LocalFileSystem(), str(output), orphans=False) == 2
     assert orphans[0].exists()
-    assert job.sweep(pafs.LocalFileSystem(), str(output), orphans=True) == 1
+    assert shards.sweep(pafs.LocalFileSystem(), str(output), orphans=True) == 1
     assert all(path.exists() for path in kept) and not any(path.exists() for path in orphans)
 
 
@@ -249,7 +249,7 @@ def test_an_input_that_kills_its_worker_every_time_becomes_a_failed_row(tmp_path
     rows = job.ShardExplainer(settings(model, output, overlays=True)).write_group(3, paths)  # Ray's next restart
     assert [row["ok"] for row in rows] == [True, False, True]
     assert rows[1]["error"] == f"{paths[1]}: its worker died on it 2 times (a crash, or out of memory)"
-    assert sorted(os.listdir(output / job.RESULTS)) == [job.shard_name(0, 3)]  # the attempts file removed
+    assert sorted(os.listdir(output / shards.RESULTS)) == [shards.shard_name(0, 3)]  # the attempts file removed
     assert len(os.listdir(output / "overlays")) == 2
 
 

@@ -12,7 +12,7 @@ from runtime import commandline as cl
 from runtime.errors import UsageError, one_line
 from runtime.targets import Targets
 
-from . import PROG, manifest, sources
+from . import PROG, manifest, shards, sources
 from .storage import filesystem
 
 
@@ -27,15 +27,15 @@ def run(args: argparse.Namespace, job) -> int:
     if not inputs:
         raise UsageError(f"{' '.join(args.sources)}: no images found")
     settings = row_settings(args, targets)
-    fs, root, done, run_number = _output_folder(args, job, model, settings)
+    fs, root, done, run_number = _output_folder(args, model, settings)
     skip = set(done.column("path").to_pylist())
     todo = [path for path in inputs if cl.shown(path) not in skip]
     workers, ray_seconds = _workers(args, job) if todo else (0, 0.0)  # nothing left: no Ray to start
     record = {"model": model, "settings": settings, "runs": run_number + 1, "versions": manifest.versions(),
               "inputs": len(inputs), "counts": None}
     try:
-        job.sweep(fs, root, orphans=True)
-        for folder in [job.RESULTS] + [name for name in job.IMAGE_FOLDERS if getattr(args, name)]:
+        shards.sweep(fs, root, orphans=True)
+        for folder in [shards.RESULTS] + [name for name in shards.IMAGE_FOLDERS if getattr(args, name)]:
             fs.create_dir(f"{root}/{folder}", recursive=True)
         manifest.write(fs, root, record)
     except OSError as error:
@@ -49,12 +49,12 @@ def run(args: argparse.Namespace, job) -> int:
     started = time.perf_counter()
     write_error = job.run(todo, settings_for_actors, workers)
     if write_error is not None:
-        job.sweep(fs, root, orphans=False)
-        shards = len(job.shard_names(fs, root))
-        cl.report(PROG, f"{write_error}; {shards} shards kept, temporary files removed; "
+        shards.sweep(fs, root, orphans=False)
+        kept = len(shards.shard_names(fs, root))
+        cl.report(PROG, f"{write_error}; {kept} shards kept, temporary files removed; "
                         "make room, then finish with --resume")
         return cl.EXIT_FAILED
-    return _finish(args, job, fs, root, inputs, record, len(todo) / (time.perf_counter() - started))
+    return _finish(args, fs, root, inputs, record, len(todo) / (time.perf_counter() - started))
 
 
 def _workers(args: argparse.Namespace, job) -> tuple[int, float]:
@@ -68,23 +68,23 @@ def _workers(args: argparse.Namespace, job) -> tuple[int, float]:
     return args.workers or slots, ray_seconds
 
 
-def _output_folder(args: argparse.Namespace, job, model: dict, settings: dict):
+def _output_folder(args: argparse.Namespace, model: dict, settings: dict):
     """The output folder's filesystem, root, rows already written and this run's number; the
     resume rules checked (ManifestError); nothing written."""
     try:
         fs, root = filesystem(args.out)
         if fs.get_file_info(root).type == pafs.FileType.File:
             raise UsageError(f"{args.out}: is a file, not a folder; choose another --out")
-        done = job.written(fs, root)
+        done = shards.written(fs, root)
         previous = manifest.read(fs, root)
     except (OSError, ValueError) as error:  # pyarrow's errors: an unreadable folder, a bad URI
         raise UsageError(f"{args.out}: cannot use the output folder ({one_line(error)}); choose another --out") from None
     return fs, root, done, manifest.check_resume(previous, done.num_rows > 0, model, settings, args.resume, args.out)
 
 
-def _finish(args: argparse.Namespace, job, fs, root: str, inputs: list[str], record: dict, speed: float) -> int:
+def _finish(args: argparse.Namespace, fs, root: str, inputs: list[str], record: dict, speed: float) -> int:
     """Every input checked to be in the results once; the counts in the manifest; the last line."""
-    rows = job.written(fs, root)
+    rows = shards.written(fs, root)
     counts = collections.Counter(rows.column("path").to_pylist())
     missing = [path for path in map(cl.shown, inputs) if path not in counts]
     twice = [path for path, count in counts.items() if count > 1]
@@ -115,8 +115,8 @@ def stopped(output: str, job, what: str, code: int) -> int:
     job.stop_ray()
     try:
         fs, root = filesystem(output)
-        job.sweep(fs, root, orphans=False)
-        kept = f"{len(job.shard_names(fs, root))} shards kept"
+        shards.sweep(fs, root, orphans=False)
+        kept = f"{len(shards.shard_names(fs, root))} shards kept"
     except (OSError, ValueError):
         kept = "the shards written are kept"
     cl.report(PROG, f"{what}; {kept}, no file half-written; finish with --resume")
