@@ -1,7 +1,8 @@
 """Finer-CAM (Zhang et al., 2025), as torchcam's FinerCAM over Grad-CAM: the Grad-CAM of the
 contrastive score y_c - GAMMA * mean_t(y_t), t the REFERENCES classes whose logits are closest to
 y_c (the class itself excluded). Its gradient is the same combination of the classes' gradients,
-which one more run of the model gives (class_index [c, t1, t2, t3] per explained class).
+which one more run of the model gives (class_index [c, t1, t2, t3] per explained class; more runs
+only where that makes more columns than the model has classes).
 
 The references are found from the probabilities: under a softmax, log-probabilities differ as the
 logits do. pytorch-grad-cam's FinerCAM weighs the references by their softmax probabilities and
@@ -35,9 +36,13 @@ class FinerCam(WeightedCam):
         references = closest_classes(layer.outputs[contract.OUTPUT_PROBABILITIES], explained, REFERENCES)
         classes = np.concatenate([explained[..., None], references], axis=-1)  # [N, K, 1 + T]
         count, explained_count, per_class = classes.shape
-        pooled = layer.run(
-            layer.images, classes.reshape(count, -1), (contract.OUTPUT_POOLED_GRADIENTS,)
-        )[contract.OUTPUT_POOLED_GRADIENTS].reshape(count, explained_count, per_class, -1)
+        columns = classes.reshape(count, -1)
+        # a run takes at most as many classes as the model has (the graph's top-k over class_index)
+        parts = np.array_split(columns, -(-columns.shape[1] // layer.outputs[contract.OUTPUT_PROBABILITIES].shape[1]), axis=1)
+        pooled = np.concatenate(
+            [layer.run(layer.images, part, (contract.OUTPUT_POOLED_GRADIENTS,))[contract.OUTPUT_POOLED_GRADIENTS] for part in parts],
+            axis=1,
+        ).reshape(count, explained_count, per_class, -1)
         return pooled[:, :, 0] - GAMMA * pooled[:, :, 1:].mean(axis=2)
 
 

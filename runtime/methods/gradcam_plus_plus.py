@@ -19,16 +19,16 @@ class GradCamPlusPlus(WeightedCam):
     def cam_weights(self, layer: LayerInputs) -> np.ndarray:
         gradients = layer.outputs[contract.OUTPUT_GRADIENTS]  # [N, K, h, w, C]
         feature_maps = layer.outputs[contract.OUTPUT_FEATURE_MAPS]
-        return plus_plus_weights(gradients, gradients**2, gradients**3, feature_maps)
+        return plus_plus_weights(gradients, gradients**2, gradients**3, feature_maps, EPS)
 
 
 def plus_plus_weights(
-    gradients: np.ndarray, squared: np.ndarray, cubed: np.ndarray, feature_maps: np.ndarray
+    gradients: np.ndarray, squared: np.ndarray, cubed: np.ndarray, feature_maps: np.ndarray, eps: float
 ) -> np.ndarray:
-    """[N, K, C]: sum_hw ReLU(gradients) * alpha, alpha = squared / (2 squared + sum_hw(A) cubed + EPS)
+    """[N, K, C]: sum_hw ReLU(gradients) * alpha, alpha = squared / (2 squared + sum_hw(A) cubed + eps)
     and 0 where the gradient is 0. gradients, squared, cubed [N, K, h, w, C] (Smooth Grad-CAM++
     gives averages over noisy inputs), feature_maps [N, h, w, C]."""
     activation_sums = feature_maps.sum(axis=(1, 2))[:, None, None, None, :]
-    alpha = squared / (2 * squared + activation_sums * cubed + EPS)
+    alpha = squared / (2 * squared + activation_sums * cubed + eps)
     alpha = np.where(gradients != 0, alpha, 0)
     return (np.maximum(gradients, 0) * alpha).sum(axis=(2, 3))

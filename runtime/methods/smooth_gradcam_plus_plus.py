@@ -1,7 +1,7 @@
 """Smooth Grad-CAM++ (Omeiza et al., 2019): Grad-CAM++ whose derivatives are averaged over
 `SAMPLES` copies of the image with Gaussian noise: alpha = E[g^2] / (2 E[g^2] + sum_hw(A) E[g^3]),
 weights_c = sum_hw ReLU(E[g]) alpha (gradcam_plus_plus.plus_plus_weights), A the noise-free
-activations. With no noise it is Grad-CAM++.
+activations, EPS torchcam's 1e-8. With no noise it is Grad-CAM++ with that constant.
 
 The noise (std NOISE_STD on the raw 0..255 pixels, not clipped) is drawn from numpy's
 default_rng(options.seed): one [N, H, W, 3] draw per sample, in order. Cost: SAMPLES more runs of
@@ -16,6 +16,7 @@ from .base import LayerInputs, WeightedCam
 from .gradcam_plus_plus import plus_plus_weights
 
 SAMPLES = 4  # torchcam's num_samples
+EPS = 1e-8  # torchcam's, in alpha's denominator (pytorch-grad-cam's Grad-CAM++: 1e-6)
 NOISE_STD = 0.3 * 0.226 * 255  # torchcam's std 0.3 on a torchvision-normalised input (std ~0.226), in pixels
 
 
@@ -32,4 +33,4 @@ class SmoothGradCamPlusPlus(WeightedCam):
             for power in range(3):
                 moments[power] = moments[power] + gradients.astype(np.float64) ** (power + 1)
         mean, squared, cubed = (moment / SAMPLES for moment in moments)
-        return plus_plus_weights(mean, squared, cubed, layer.outputs[contract.OUTPUT_FEATURE_MAPS])
+        return plus_plus_weights(mean, squared, cubed, layer.outputs[contract.OUTPUT_FEATURE_MAPS], EPS)
