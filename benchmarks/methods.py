@@ -22,7 +22,7 @@ import numpy as np
 
 from runtime import Explainer
 from runtime.errors import UsageError
-from runtime.methods import METHODS
+from runtime.methods import METHODS, SsCam
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "torch_fixtures"
 NAME = "methods_tiny_cnn"
@@ -130,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="an onnxcam .onnx to time (default: the fixture's tiny CNN)")
     parser.add_argument("--images", type=int, default=8, help="images per batch (default 8)")
     parser.add_argument("--repeats", type=int, default=3, help="batches timed per method (default 3)")
+    parser.add_argument("--sscam-samples", type=int, default=SsCam.samples, help="SS-CAM's samples (default 35)")
     args = parser.parse_args(argv)
-    if args.images < 1 or args.repeats < 1:
-        print("benchmarks.methods: --images and --repeats must be at least 1", file=sys.stderr)
+    if min(args.images, args.repeats, args.sscam_samples) < 1:
+        print("benchmarks.methods: --images, --repeats and --sscam-samples must be at least 1", file=sys.stderr)
         return 2
+    SsCam.samples = args.sscam_samples
     with tempfile.TemporaryDirectory(prefix="onnxcam-methods-") as folder:
         model = args.model or imported(NAME, LAYERS["pooled"], folder)
         seconds = timings(model, args.images, args.repeats)
