@@ -15,19 +15,7 @@ from runtime.methods import smooth_gradcam_plus_plus as smooth
 from runtime.methods.averaged_scorecam import IsCam, SsCam
 from runtime.methods.finercam import closest_classes
 from tests.fake_model import WEIGHTS, blob_image, fake_metadata, write_fake_model
-from tests.test_runtime_methods import principal_projection, score_run
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
-
-
-@pytest.fixture(scope="module")
-def session(model_path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-
+from tests.test_runtime_methods import images, model_path, principal_projection, score_run, session  # noqa: F401 (fixtures)
 
 @pytest.fixture(scope="module")
 def random_outputs():
@@ -38,11 +26,6 @@ def random_outputs():
         contract.OUTPUT_GRADIENTS: rng.normal(size=(2, 3, 4, 5, 6)).astype(np.float32),
         contract.OUTPUT_EXPLAINED_CLASS: np.array([[0, 1, 2], [3, 2, 1]]),
     }
-
-
-@pytest.fixture(scope="module")
-def images():
-    return np.random.default_rng(5).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
 
 
 def fake_run(session, images, class_index, names=contract.OUTPUTS):
