@@ -276,7 +276,9 @@ class Explainer:
         """What a method may ask for other images or classes (Score-CAM, Finer-CAM): the predictions
         and scores, and the named outputs of target layer layer_index under their base names."""
 
-        def run(inputs: np.ndarray, class_index: np.ndarray, layer_outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        def run(
+            inputs: np.ndarray, class_index: np.ndarray, layer_outputs: Sequence[str] = ()
+        ) -> dict[str, np.ndarray]:
             names = [contract.layer_output(name, layer_index) for name in layer_outputs]
             fetched = self._fetch([*PREDICTION_OUTPUTS, *names], inputs, class_index)
             return {name: fetched[name] for name in PREDICTION_OUTPUTS} | {

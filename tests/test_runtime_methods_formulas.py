@@ -15,7 +15,9 @@ from runtime.methods import smooth_gradcam_plus_plus as smooth
 from runtime.methods.averaged_scorecam import IsCam, SsCam
 from runtime.methods.finercam import closest_classes
 from tests.fake_model import WEIGHTS, blob_image, fake_metadata, write_fake_model
-from tests.test_runtime_methods import images, model_path, principal_projection, score_run, session  # noqa: F401 (fixtures)
+from tests.test_runtime_methods import (  # noqa: F401 (images, model_path, session: fixtures)
+    images, model_path, principal_projection, score_run, session,
+)
 
 @pytest.fixture(scope="module")
 def random_outputs():
@@ -149,7 +151,8 @@ def test_ablation_cam_equals_zeroing_each_channel_and_running_the_model_again(se
             for c in range(3):
                 ablated = images[n].copy()
                 ablated[..., c] = 0
-                y_c = fake_run(session, ablated[None], classes[n : n + 1], [contract.OUTPUT_SCORE])[contract.OUTPUT_SCORE][0, k]
+                rerun = fake_run(session, ablated[None], classes[n : n + 1], [contract.OUTPUT_SCORE])
+                y_c = rerun[contract.OUTPUT_SCORE][0, k]
                 weights.append((y[k] - y_c) / y[k])
             np.testing.assert_allclose(
                 maps[n, k], relu(sum(weights[c] * A[n, ..., c] for c in range(3))), rtol=1e-4, atol=1e-4

@@ -40,7 +40,7 @@ class LayerInputs:
 
     outputs: Outputs  # this layer's outputs by base name, explained_class [N, K], probabilities [N, classes]
     images: np.ndarray  # [N, H, W, 3] float32 raw RGB 0..255: the model input of this run
-    run: Run  # the same model on other images
+    run: Run  # the same model on other images or classes: run(images, class_index, layer_outputs=())
     batch_size: int  # the most images one `run` call may take
 
 

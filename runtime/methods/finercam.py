@@ -38,11 +38,11 @@ class FinerCam(WeightedCam):
         count, explained_count, per_class = classes.shape
         columns = classes.reshape(count, -1)
         # a run takes at most as many classes as the model has (the graph's top-k over class_index)
-        parts = np.array_split(columns, -(-columns.shape[1] // layer.outputs[contract.OUTPUT_PROBABILITIES].shape[1]), axis=1)
-        pooled = np.concatenate(
-            [layer.run(layer.images, part, (contract.OUTPUT_POOLED_GRADIENTS,))[contract.OUTPUT_POOLED_GRADIENTS] for part in parts],
-            axis=1,
-        ).reshape(count, explained_count, per_class, -1)
+        most = layer.outputs[contract.OUTPUT_PROBABILITIES].shape[1]
+        pooled = np.concatenate([
+            layer.run(layer.images, part, (contract.OUTPUT_POOLED_GRADIENTS,))[contract.OUTPUT_POOLED_GRADIENTS]
+            for part in np.array_split(columns, -(-columns.shape[1] // most), axis=1)
+        ], axis=1).reshape(count, explained_count, per_class, -1)
         return pooled[:, :, 0] - GAMMA * pooled[:, :, 1:].mean(axis=2)
 
 
