@@ -83,16 +83,13 @@ def test_component_methods_equal_the_references_with_the_sign_that_agrees_with_t
     projections = references[f"{name}_{key}_projection"]
     features = references[f"{name}_features"]
     decomposed = features * references[f"{name}_gradients"] if key == "eigengradcam" else features
-    inverted = 0
     for mine, projection, values in zip(ours, projections, decomposed, strict=True):
         magnitude = np.abs(values).sum(axis=0) if key != "gradcam++_eigen_smooth" else None
-        if magnitude is None:  # Grad-CAM++'s weighted activations: the sign of the weights is not stored
+        if magnitude is None:  # Grad-CAM++'s weights are not stored: the sign that fits (the map is still checked)
             sign = 1 if pearson(mine, np.maximum(projection, 0)) > pearson(mine, np.maximum(-projection, 0)) else -1
         else:
             sign = 1 if (projection * magnitude).sum() >= 0 else -1
-        inverted += sign < 0
         assert pearson(mine, np.maximum(sign * projection, 0)) >= 0.999
-    assert 0 <= inverted <= len(ours)
 
 
 def test_gradcam_plus_plus_needs_the_references_epsilon_where_gradients_are_small(layer, references, monkeypatch):
