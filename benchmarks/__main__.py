@@ -29,7 +29,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from benchmarks import cli_speed, cold_start, machine, models, report
+from benchmarks import cli_speed, cold_start, machine, methods, models, report
 from benchmarks.onnx_runs import CPU_VARIANTS, CUDA_VARIANTS
 from benchmarks.process import run_measured
 from benchmarks.timing import FULL, QUICK, Budget
@@ -185,8 +185,15 @@ class Run:
         seconds = cli_speed.measure(self.models.gradcam, self.models.plain, CLI_PHOTOS, runs)
         self.results["cli"] = {"photos": CLI_PHOTOS, "batch": cli_speed.BATCH_SIZE, "runs": runs, "seconds": seconds}
 
+    def cam_methods(self) -> None:
+        """Each CAM method's time per image against Grad-CAM's, on one image (not SS-CAM and IS-CAM:
+        thousands of ResNet50 runs per image; python -m benchmarks.methods --model times them)."""
+        self.results["methods_seconds"] = methods.timings(self.models.gradcam, 1, 2, skip=methods.SLOW)
+
     def execute(self) -> None:
         self.step("ONNX latency", self.onnx_latency)
+        if self.args.device == "cpu":
+            self.step("CAM methods", self.cam_methods)
         self.step("ONNX peak RSS", self.onnx_peak_rss)
         if self.args.device == "cpu":
             self.step("CLI end to end", self.cli_end_to_end)
@@ -220,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         run.execute()
     results = run.results
     print(report.section(results, report.text_table))
+    if "methods_seconds" in results:
+        print(methods.table(results["methods_seconds"]))
     with open(json_path, "w") as file:
         json.dump(results, file, indent=1)
     report.write_markdown(args.markdown, results)

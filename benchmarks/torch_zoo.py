@@ -2,8 +2,10 @@
 takes, with no workaround: torchvision and timm models (random weights, `torch.manual_seed(0)`,
 `.eval()`) exported by `torch.onnx.export` (legacy exporter, opset 17, dynamic batch; --batch fixed:
 batch 1, no dynamic axes), then `python -m export.build --model X.onnx --preprocessing torch` with
-`--layer auto`. Each row: the exit, the tensor picked, the head, the self-check's worst figure,
-import time and peak RSS (VmHWM). The gradients are checked by the import's own self-check against
+`--layer auto`. A Linear layer initialised to all zeros (torchvision vit_b_16's head) is re-drawn from
+N(0, 0.02) first: with it every gradient is 0, and the import refuses a model whose gradients are all 0.
+Each row: the exit, the tensor picked, the head, the self-check's worst figure, import time and peak RSS
+(VmHWM). The gradients are checked by the import's own self-check against
 finite differences of the original model; benchmarks/torch_compare.py compares with torch itself.
 
 Needs the scratch venv of benchmarks/torch_compare.py, plus `pip install timm`.
@@ -18,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.torch_compare import import_onnx, missing
+from benchmarks.torch_compare import import_onnx, missing, redraw_zero_linears
 
 TORCHVISION = ("alexnet", "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_v2", "regnet_x_400mf",
                "resnext50_32x4d", "squeezenet1_1", "shufflenet_v2_x1_0", "efficientnet_v2_s", "swin_t",
@@ -26,7 +28,8 @@ TORCHVISION = ("alexnet", "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_
 TIMM = ("resnet50d", "efficientnet_b0", "mobilenetv3_large_100", "convnext_nano", "regnety_008", "rexnet_100",
         "ghostnet_100", "cspdarknet53", "dla34", "repvgg_a2", "nf_resnet26", "hrnet_w18_small", "mobilevit_xs",
         "efficientformer_l1", "lcnet_050", "tf_efficientnet_b0", "inception_v4", "xception41", "dpn68",
-        "res2net50_26w_4s")
+        "res2net50_26w_4s", "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "levit_128s",
+        "vit_small_r26_s32_224")
 COLUMNS = ("model", "import", "layer (h x w x c)", "head", "self-check worst", "import s", "peak GiB")
 
 
@@ -39,11 +42,14 @@ def build(source: str, name: str):
         import timm
 
         model = timm.create_model(name, pretrained=False)
+        redraw_zero_linears(model)
         return model.eval(), model.default_cfg["input_size"][1]
     import torchvision
 
     options = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-    return getattr(torchvision.models, name)(weights=None, **options).eval(), 299 if name == "inception_v3" else 224
+    model = getattr(torchvision.models, name)(weights=None, **options)
+    redraw_zero_linears(model)  # vit_b_16's head is zeros: every gradient 0 (the import refuses that)
+    return model.eval(), 299 if name == "inception_v3" else 224
 
 
 def row(source: str, name: str, folder: Path, fixed_batch: bool) -> dict[str, str]:

@@ -15,7 +15,6 @@ from .commandline import (
     EXIT_FAILED,
     EXIT_OK,
     OneLineParser,
-    method_list,  # noqa: F401 (runtime.batch imports it from here until it adopts runtime.commandline)
     write_line,
 )
 from .errors import ModelError, UsageError, one_line

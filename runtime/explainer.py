@@ -12,6 +12,7 @@ from . import contract, render
 from .errors import ImageError, ModelError, UsageError, one_line
 from .images import DEFAULT_MAX_PIXELS, ImageInput, Original, decode_image, describe, read_image, resize_for_model
 from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Options
+from .methods.base import Run
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
 from .session import open_session
@@ -88,6 +89,7 @@ class Explainer:
 
     def _use_method(self, method: str) -> None:
         self.method: CamMethod = METHODS[method](self._options)
+        self.method.check(self.card)
 
     def _output_names(self, methods: Sequence[CamMethod]) -> list[str]:
         """What one run fetches for `methods`: the predictions and each layer's method outputs."""
@@ -150,6 +152,8 @@ class Explainer:
         range raise UsageError now."""
         targets.check(self.card)
         chosen = tuple(METHODS[method](self._options) for method in targets.methods)
+        for method in chosen:
+            method.check(self.card)
         return self._outcomes(_named(images), targets, chosen)
 
     def _targets_of(
@@ -160,10 +164,6 @@ class Explainer:
             methods = tuple(methods)
         explain_top = explain_top if class_index is None else None
         return Targets(top_k, explain_top, class_index, methods).check(self.card)
-
-    def _targets(self, top_k: int, class_index: int | Sequence[int] | None, explain_top: int) -> np.ndarray:
-        """Kept for runtime.batch until it adopts runtime.targets (issue #25): Targets.check instead."""
-        return self._targets_of(top_k, class_index, explain_top, (self.method.name,)).class_index_row()
 
     def _outcomes(
         self,
@@ -258,9 +258,20 @@ class Explainer:
                 method_maps += [layer_maps[..., ::-1] if flip else layer_maps for layer_maps in maps]
         return outputs, raw_maps
 
-    def _predict(self, inputs: np.ndarray, class_index: np.ndarray) -> dict[str, np.ndarray]:
-        """Only the predictions and scores: what a method may ask for other images (Score-CAM)."""
-        return self._fetch(PREDICTION_OUTPUTS, inputs, class_index)
+    def _runner(self, layer_index: int) -> Run:
+        """What a method may ask for other images or classes (Score-CAM, Finer-CAM): the predictions
+        and scores, and the named outputs of target layer layer_index under their base names."""
+
+        def run(
+            inputs: np.ndarray, class_index: np.ndarray, layer_outputs: Sequence[str] = ()
+        ) -> dict[str, np.ndarray]:
+            names = [contract.layer_output(name, layer_index) for name in layer_outputs]
+            fetched = self._fetch([*PREDICTION_OUTPUTS, *names], inputs, class_index)
+            return {name: fetched[name] for name in PREDICTION_OUTPUTS} | {
+                base: fetched[name] for base, name in zip(layer_outputs, names, strict=True)
+            }
+
+        return run
 
     def _fetch(
         self, names: Sequence[str], inputs: np.ndarray, class_index: np.ndarray
@@ -284,9 +295,10 @@ class Explainer:
             layer_outputs = {
                 name: outputs[contract.layer_output(name, i)] for name in method.layer_outputs
             }
-            layer_outputs[contract.OUTPUT_EXPLAINED_CLASS] = outputs[contract.OUTPUT_EXPLAINED_CLASS]
+            for name in (contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_PROBABILITIES):
+                layer_outputs[name] = outputs[name]
             maps.append(
-                method.raw_maps(LayerInputs(layer_outputs, inputs, self._predict, self.batch_size))
+                method.raw_maps(LayerInputs(layer_outputs, inputs, self._runner(i), self.batch_size))
             )
         return maps
 

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -60,7 +61,7 @@ def read_image(image: ImageInput, source: str) -> bytes | np.ndarray:
     if isinstance(image, np.ndarray):
         return image
     if isinstance(image, (str, os.PathLike)):
-        return _read_file(image, source)
+        return read_file(image, source)
     if isinstance(image, (bytes, bytearray, memoryview)):
         return bytes(image)
     raise ImageError(source, f"unsupported input type {type(image).__name__} (use a path, bytes or an array)")
@@ -176,28 +177,35 @@ def resize_for_model(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return image.astype(np.float32)
 
 
-def _read_file(path: str | os.PathLike, source: str) -> bytes:
+def read_file(path: str | os.PathLike, source: str) -> bytes:
     """The bytes of a regular file of at most MAX_FILE_BYTES; never opens a FIFO or a device
-    (opening a FIFO blocks) and never reads past the size (an endless or growing file)."""
+    (opening a FIFO blocks) and never reads past the size (an endless or growing file).
+    ImageError (naming `source`) otherwise: every front end reads local images through this."""
     try:
         status = os.stat(path)
         if stat.S_ISDIR(status.st_mode):
             raise IsADirectoryError
         if not stat.S_ISREG(status.st_mode):
             raise ImageError(source, "not a regular file (a FIFO, socket or device); give an image file")
-        if status.st_size > MAX_FILE_BYTES:
-            raise ImageError(source, f"file is {status.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit")
         with open(path, "rb", buffering=0) as file:
-            data = file.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise ImageError(source, f"file grew over the {MAX_FILE_BYTES}-byte limit while read")
-        return data
+            return read_stream(file, status.st_size, source)
     except FileNotFoundError:
         raise ImageError(source, "file not found") from None
     except IsADirectoryError:
         raise ImageError(source, "is a directory, not an image file") from None
     except (OSError, ValueError) as error:  # ValueError: a path with a NUL byte
         raise ImageError(source, f"cannot read file: {getattr(error, 'strerror', None) or one_line(error)}") from None
+
+
+def read_stream(stream: BinaryIO, size: int, source: str) -> bytes:
+    """At most MAX_FILE_BYTES from an open binary `stream` whose file announced `size` bytes:
+    refused from the size before reading, and never read past the limit (a growing file)."""
+    if size > MAX_FILE_BYTES:
+        raise ImageError(source, f"file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(source, f"file grew over the {MAX_FILE_BYTES}-byte limit while read")
+    return data
 
 
 def _check_pixels(width: int, height: int, source: str, max_pixels: int) -> None:

@@ -120,6 +120,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=CHROMIUM_INSTALL))
 
 
+@dataclass(frozen=True)
+class Exported:
+    """A model exported by `python -m export.build` in a subprocess."""
+
+    onnx_path: Path
+    stdout: str
+    stderr: str
+
+
+def run_export(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m export.build ARGS` from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "export.build", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=env,
+    )
+
+
+def export_or_fail(*args: str) -> subprocess.CompletedProcess[str]:
+    result = run_export(*args)
+    assert result.returncode == 0, f"export failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fake four-class onnxcam model of tests/fake_model.py (no TensorFlow needed)."""

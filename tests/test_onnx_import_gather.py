@@ -72,7 +72,7 @@ def test_gather_gradient_is_numpy_scatter_add(case, constant):
 
 def test_gather_gradient_needs_opset_16():
     with pytest.raises(ExportError, match="unsupported head op Gather .*opset 16"):
-        _gather_gradient(np.array([0], np.int64), 0, True, opset=15)
+        _gather_gradient(np.array([1, 0], np.int64), 0, True, opset=15)  # a run of indices is a Pad
 
 
 def test_indices_from_the_image_values_are_refused(tmp_path, capsys):

@@ -11,7 +11,8 @@ from runtime.explainer import PREDICTION_OUTPUTS, Explainer
 from runtime.methods import METHODS, GradCam, LayerInputs, Options, WeightedCam, first_component
 from tests.fake_model import blob_image, write_fake_model
 
-EPS = 1e-7
+PLUS_PLUS_EPS = 1e-6  # pytorch-grad-cam's, in Grad-CAM++'s alpha
+EPS = 1e-7  # pytorch-grad-cam's, in XGrad-CAM's denominator
 GRADIENT_METHODS = ["gradcam++", "xgradcam", "hirescam", "layercam"]
 WEIGHTED_METHODS = ["gradcam", *GRADIENT_METHODS, "scorecam"]
 
@@ -89,7 +90,7 @@ def weighted_activations(method, feature_maps, gradients, n, k):
     if method == "gradcam":
         weights = [g[..., c].mean() for c in channels]
     elif method == "gradcam++":
-        alpha = g**2 / (2 * g**2 + A.sum(axis=(0, 1)) * g**3 + EPS)
+        alpha = g**2 / (2 * g**2 + A.sum(axis=(0, 1)) * g**3 + PLUS_PLUS_EPS)
         alpha[g == 0] = 0
         weights = [(np.maximum(g[..., c], 0) * alpha[..., c]).sum() for c in channels]
     elif method == "xgradcam":

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.errors import ExportError
 from export.onnx_import.graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
+from export.onnx_import.tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer
 
 POOLS = ("MaxPool", "AveragePool")
 SMALL_CONSTANT = 4096
@@ -51,16 +52,23 @@ def general_head(classifier: Classifier, layer: str) -> GeneralHead:
     shapes = _shapes(model)
     floats = _float_tensors(model)
     dependent = _image_dependent(model.graph, classifier.input_name)
-    target = _auto_target(classifier, shapes, floats, dependent) if layer == "auto" else layer
+    target = _auto_target(classifier, shapes, floats, dependent) if layer == "auto" else layer.removesuffix(SUFFIX)
     if target not in shapes and target not in producers(model.graph):
         raise ExportError(f"--layer {layer}: no such tensor in the graph")
-    shape = shapes.get(target)
+    shape, layout = shapes.get(target), None
+    if target in floats and target in dependent and shape and len(shape) == 3:  # tokens: their patch grid
+        target = add_patch_grid(model, patch_grid(model.graph, target, shapes, classifier.input_size))
+        select_tokens_early(model, _shapes(model), _image_dependent(model.graph, classifier.input_name))
+        shapes, floats = _shapes(model), _float_tensors(model)
+        dependent = _image_dependent(model.graph, classifier.input_name)
+        shape, layout = shapes[target], "nhwc"
     if target not in floats or target not in dependent or not shape or len(shape) != 4:
-        raise ExportError(f"--layer {layer}: tensor {target} is not a 4-D float feature map (shape {shape})")
+        raise ExportError(f"--layer {layer}: tensor {target} is neither a 4-D float feature map nor tokens "
+                          f"[N, T, C] (shape {shape})")
     nodes = between(model.graph, target, classifier.logits)
     if not nodes:
         raise ExportError(f"--layer {layer}: the logits do not depend on tensor {target}")
-    layout = _layout(nodes, target, _constants(model))
+    layout = layout or _layout(nodes, target, _constants(model), shape, classifier.input_size)
     h, w, channels = (shape[2], shape[3], shape[1]) if layout == "nchw" else tuple(shape[1:4])
     if None in (h, w, channels) or h * w <= 1:
         raise ExportError(f"tensor {target} is {h}x{w}: no spatial tensor to explain")
@@ -156,6 +164,10 @@ def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], depende
         tensor = following[0]
         path.append((node, tensor))
     pooling = next((i for i, (node, _) in enumerate(path) if _global_pooling(node, shapes, constants)), None)
+    tokens = transformer_layer(classifier.model.graph, [tensor for _, tensor in path[pooling or 0:]], shapes,
+                               dependent, floats)
+    if tokens is not None:
+        return tokens
     for node, tensor in path[pooling or 0:]:
         shape = shapes.get(tensor) or []
         if len(shape) != 4 or None in shape[1:] or tensor not in made_by or made_by[tensor].op_type in POOLS:
@@ -182,7 +194,11 @@ def _global_pooling(node: onnx.NodeProto, shapes: dict, constants: dict) -> bool
     return False
 
 
-def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
+def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict, shape: list | None = None,
+            input_size: tuple[int, int] | None = None) -> str:
+    """NHWC where the head reads `target` as NHWC (Transpose to NCHW, a mean over axes 1, 2, a LayerNorm of
+    the last axis), or where only [N, h, w, C] has the input's proportions (Swin's stages, read by
+    strided Slices); else NCHW."""
     for node in nodes:
         if target not in node.input:
             continue
@@ -191,6 +207,12 @@ def _layout(nodes: list[onnx.NodeProto], target: str, constants: dict) -> str:
             return "nhwc"
         axes = values.get("axes", constants.get(node.input[-1], []) if len(node.input) > 1 else [])
         if node.op_type == "ReduceMean" and sorted(int(a) % 4 for a in np.ravel(axes)) == [1, 2]:
+            return "nhwc"
+        if node.op_type == "LayerNormalization" and int(values.get("axis", -1)) % 4 == 3:
+            return "nhwc"
+    if shape and input_size and len(shape) == 4 and None not in shape[1:]:
+        height, width = input_size
+        if shape[1] * width == shape[2] * height and shape[2] * width != shape[3] * height:
             return "nhwc"
     return "nchw"
 

@@ -20,7 +20,8 @@ def general_gradients(classifier: Classifier, head: GeneralHead) -> tuple[list[o
     """Nodes computing `gradients` and `pooled_gradients` from the forward graph's tensors, the
     explained classes and `onnxcam/k` (K as a 1-element int64 tensor).
 
-    The K copies of a float tensor of the head are its forward value tiled K times, not recomputed
+    The K copies of a batch-first float tensor of the head (a dynamic first axis; not attention's
+    [3, N, heads, T, d] nor a scalar from a shape) are its forward value tiled K times, not recomputed
     (VGG's head would read its 400 MB first layer again); only the integers computed from the batch size
     are recomputed. Where the logits come from a linear layer with constant weights, the backward pass
     starts at its input with the explained classes' rows of the weights (the one-hot seed times the
@@ -46,12 +47,12 @@ def general_gradients(classifier: Classifier, head: GeneralHead) -> tuple[list[o
     tileable = {renamed[name]: name for name in (head.target, *head.batched)}
     for node, copy in zip(head.nodes, copies):
         outputs = [name for name in node.output if name]
-        if all(name in head.floats and head.shapes.get(name) for name in outputs):
+        if all(name in head.floats and head.shapes.get(name) and head.shapes[name][0] is None for name in outputs):
             tileable.update({renamed[name]: name for name in outputs})
         else:
             forward.append(copy)
     seed_at, seed, differentiated = _seed(e, classifier, head, copies, renamed)
-    floats = set(head.floats) | set(renamed.values())
+    floats = set(head.floats) | {new for old, new in renamed.items() if old in head.floats}
     backward_start = len(e.nodes)
     gradient = backward(differentiated, renamed[head.target], seed_at, seed, e, floats, origin)
     backward_nodes = e.nodes[backward_start:]

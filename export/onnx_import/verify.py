@@ -32,6 +32,10 @@ def self_check(
     class_index = np.array([[-1, (classifier.classes - 1) * (i % 2)] for i in range(count)], np.int64)
     ours = dict(zip(contract.OUTPUTS, _runner(imported, "the imported model", classifier)(
         list(contract.OUTPUTS), {contract.INPUT_IMAGE: images, contract.INPUT_CLASS_INDEX: class_index})))
+    if not np.any(ours[contract.OUTPUT_GRADIENTS]):  # every map would be empty, and the check below prove nothing
+        raise ExportError(f"self-check failed: the gradients at {head.target} are all 0 on random images (a "
+                          "transformer's tokens after its last attention reach the logits only through the class "
+                          "token; a zero-initialised head); explain an earlier tensor (--layer auto); nothing was written")
     reference = _reference(classifier, head, images, mean, std, bgr)
     expected_scores = np.take_along_axis(reference["logits"], ours[contract.OUTPUT_EXPLAINED_CLASS], axis=1)
     maps = reference["target"] if head.target_layout == "nhwc" else reference["target"].transpose(0, 2, 3, 1)
@@ -97,12 +101,17 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
     output = classifier.original.graph.output[0].name
     compared = list(dict.fromkeys([output, classifier.scores, head.target]))
     others = [name for name in head_inputs(classifier, head) if name not in compared]
-    if classifier.fixed_batch is None:
+    original = {name for node in classifier.original.graph.node for name in node.output}
+    if head.target not in original:  # a transformer's patch grid (tokens.py): the model's own tensors
+        compared.remove(head.target)
+        others = [head.target, *others]
+    if classifier.fixed_batch is None and not set(others) - original:
         values = _values(classifier.original, "the original model", compared + others, pixels, len(pixels),
                          classifier)
     else:  # the original at its own batch size; what the head reads besides, from the model that takes any
-        values = (_values(classifier.original, "the original model", compared, pixels, classifier.fixed_batch,
-                          classifier)
+        # (and that has the tensors the import added: a transformer's patch grid, tokens.py)
+        values = (_values(classifier.original, "the original model", compared, pixels,
+                          classifier.fixed_batch or len(pixels), classifier)
                   | _values(classifier.model, "the model made batch-free", others, pixels, len(pixels), classifier))
     logits = values[classifier.scores].astype(np.float64)
     if classifier.squashed:  # the model's own probabilities
@@ -129,8 +138,9 @@ def _values(model: onnx.ModelProto, what: str, names: list[str], pixels: np.ndar
     run = _runner(copy, what, classifier)
     runs = [run(names, {classifier.input_name: np.ascontiguousarray(pixels[start:start + step])})
             for start in range(0, len(pixels), step)]
-    # one run: as it is (a tensor that has no batch axis, 0-d included, stays whole); several: batched tensors
-    return {name: parts[0] if len(parts) == 1 else np.concatenate(parts) for name, parts in zip(names, zip(*runs))}
+    # one run: as it is; several: batched tensors joined (a 0-d tensor has no batch axis: a constant, kept whole)
+    return {name: parts[0] if len(parts) == 1 or not parts[0].ndim else np.concatenate(parts)
+            for name, parts in zip(names, zip(*runs))}
 
 
 def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> tuple[float, str]:

@@ -2,40 +2,35 @@
 
 Each group of `batch_size` inputs is one row of the dataset and one shard, named by the run and
 the group's number: a retried group (its actor killed, restarted by Ray) rewrites the same shard
-name, so an input can never land in two shards. Shards are written to a hidden temporary and
-moved into place: a shard appears whole or not at all."""
+name, so an input can never land in two shards. Each file is written to a hidden temporary and
+moved into place, a group's overlays and heatmaps before its shard: a group whose shard is missing
+is not done (runtime.batch.shards). A row is the job's path, ok and error, then the record every
+front end shares (runtime.results.record)."""
 
+import json
+import logging
 import os
+import signal
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
 from runtime import Explainer
-from runtime.errors import one_line
+from runtime.commandline import Terminated, shown
+from runtime.errors import ImageError, one_line
 from runtime.render import encoded_image, encoded_npy
+from runtime.results import record
+from runtime.targets import Targets
 
-from .sources import filesystem
+from .shards import RESULTS, SCHEMA, shard_name
+from .storage import delete_quietly, filesystem, read_input, write_atomically
 
-RESULTS = "results"
-RETRIES = 4  # restarts of a killed actor, and retries of its lost calls
-PREDICTION = pa.struct([("index", pa.int64()), ("label", pa.string()), ("probability", pa.float64())])
-CLASS_MAP = pa.struct([
-    ("method", pa.string()), ("class_index", pa.int64()), ("label", pa.string()),
-    ("peak_x", pa.int64()), ("peak_y", pa.int64()),
-    ("height", pa.int64()), ("width", pa.int64()), ("cam", pa.list_(pa.float32())),
-])
-SCHEMA = pa.schema([
-    ("path", pa.string()), ("ok", pa.bool_()), ("error", pa.string()),
-    ("predictions", pa.list_(PREDICTION)), ("maps", pa.list_(CLASS_MAP)),
-])
+CRASHES_PER_INPUT = 2  # deaths of its worker with an input in flight before it is a failed row
 
 
 @dataclass(frozen=True)
@@ -46,33 +41,44 @@ class Settings:
     device: str
     batch_size: int
     max_pixels: int
-    methods: tuple[str, ...]
-    top_k: int
-    explain_top: int
-    class_index: tuple[int, ...] | None
+    aug_smooth: bool
+    eigen_smooth: bool
+    max_channels: int
+    targets: Targets
     output: str  # the output folder's URI
     run: int
     overlays: bool
     heatmaps: bool
 
 
-def shard_name(run: int, group: int) -> str:
-    return f"r{run:03d}-{group:07d}.parquet"
+class OutputError(Exception):
+    """An output file could not be written (a full disk, a lost permission); the message is one
+    line naming the output folder. The group being written is removed whole."""
 
 
-def read_bytes(path: str) -> bytes:
-    fs, inner = filesystem(path)
-    with fs.open_input_stream(inner) as stream:
-        return stream.read()
+class Attempts:
+    """A group's attempts, in a hidden file beside its shard (shared by every node): which input
+    positions were in flight when a worker died, and how often each was."""
 
+    def __init__(self, writer: "ShardExplainer", path: str) -> None:
+        self.writer, self.path = writer, path
+        self.deaths: dict[int, int] = {}
+        try:
+            with writer.fs.open_input_stream(path) as stream:
+                state = json.loads(stream.read())
+        except (OSError, ValueError):  # none yet (or a torn one): a first attempt
+            return
+        for position in state.get("in_flight", []):  # the last attempt died with these in flight
+            state["deaths"][str(position)] = state["deaths"].get(str(position), 0) + 1
+        self.deaths = {int(position): count for position, count in state["deaths"].items()}
 
-def write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """A hidden temporary beside `path` (Parquet readers skip '.' names), then moved over it."""
-    folder, name = path.rsplit("/", 1)
-    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(temporary) as stream:
-        stream.write(data)
-    fs.move(temporary, path)
+    def start(self, positions) -> None:
+        """These positions are about to be explained."""
+        state = {"in_flight": list(positions), "deaths": {str(p): n for p, n in self.deaths.items()}}
+        self.writer.write(self.path, json.dumps(state).encode())
+
+    def finish(self) -> None:
+        delete_quietly(self.writer.fs, self.path)
 
 
 def failed_row(path: str, error: str) -> dict:
@@ -84,109 +90,180 @@ class ShardExplainer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.explainer = Explainer(settings.model, settings.device, settings.batch_size, settings.max_pixels)
+        s = settings
+        self.explainer = Explainer(s.model, s.device, s.batch_size, s.max_pixels, s.targets.methods[0],
+                                   s.aug_smooth, s.eigen_smooth, s.max_channels)
         self.fs, self.root = filesystem(settings.output)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok, failed = [], []
+        """Each group written, or the one line of the OutputError that stopped it (the driver
+        stops the job on it: no exception travels through Ray's wrappers)."""
+        ok, failed, errors = [], [], []
         for group, paths in zip(batch["group"], batch["paths"], strict=True):
-            rows = self.explain_group(int(group), [str(path) for path in paths])
-            table = pa.Table.from_pylist(rows, schema=SCHEMA)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink)
-            write_atomically(self.fs, f"{self.root}/{RESULTS}/{shard_name(self.settings.run, int(group))}",
-                             sink.getvalue().to_pybytes())
+            try:
+                rows = self.write_group(int(group), [os.fsdecode(bytes(path)) for path in paths])
+                errors.append("")
+            except OutputError as error:
+                rows = []
+                errors.append(str(error))
             ok.append(sum(row["ok"] for row in rows))
             failed.append(len(rows) - ok[-1])
-        return {"group": batch["group"], "ok": np.array(ok), "failed": np.array(failed)}
+        return {"group": batch["group"], "ok": np.array(ok), "failed": np.array(failed), "error": np.array(errors)}
 
-    def explain_group(self, group: int, paths: list[str]) -> list[dict]:
-        """One row per path, in order; a path that cannot be read or explained is a failed row."""
-        rows: dict[int, dict] = {}
-        readable: list[tuple[int, bytes]] = []
-        for position, path in enumerate(paths):
-            try:
-                readable.append((position, read_bytes(path)))
-            except Exception as error:  # any reading failure is this input's row, never the job's
-                rows[position] = failed_row(path, f"{path}: cannot read ({one_line(error)})")
-        s = self.settings
+    def write_group(self, group: int, paths: list[str]) -> list[dict]:
+        """Explain a group and write its images, then its shard; on a write failure, remove the
+        group's files and raise OutputError.
+
+        Ray restarts a worker that died (a crash, out of memory) without limit, so an input that
+        kills its worker would be retried for ever. The group's attempts are kept beside its
+        shard: a group that was in flight when its worker died is redone one input at a time,
+        and an input in flight at CRASHES_PER_INPUT deaths becomes a failed row."""
+        written: list[str] = []
+        shard = f"{self.root}/{RESULTS}/{shard_name(self.settings.run, group)}"
+        attempts = Attempts(self, f"{self.root}/{RESULTS}/.{shard_name(self.settings.run, group)}.attempts")
         try:
-            outcomes = self.explainer.explain_methods(
-                [data for _, data in readable], s.methods, s.top_k, list(s.class_index) if s.class_index else None,
-                s.explain_top,
-            )
+            if attempts.deaths:
+                rows = {}
+                for position, path in enumerate(paths):
+                    if attempts.deaths.get(position, 0) >= CRASHES_PER_INPUT:
+                        rows[position] = failed_row(shown(path), f"{shown(path)}: its worker died on it "
+                                                    f"{CRASHES_PER_INPUT} times (a crash, or out of memory)")
+                        continue
+                    attempts.start([position])
+                    rows |= self.explain_group(group, [(position, path)], written)
+            else:
+                attempts.start(range(len(paths)))
+                rows = self.explain_group(group, list(enumerate(paths)), written)
+            ordered = [rows[position] for position in range(len(paths))]
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.Table.from_pylist(ordered, schema=SCHEMA), sink)
+            self.write(shard, sink.getvalue(), written)
+            attempts.finish()
+            return ordered
+        except OutputError:
+            for path in [*written, attempts.path]:
+                delete_quietly(self.fs, path)
+            raise
+
+    def write(self, path: str, data: bytes | memoryview, written: list[str] | None = None) -> None:
+        """One output file, atomically, appended to `written`; OutputError when it cannot be written."""
+        try:
+            write_atomically(self.fs, path, data)
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else one_line(error)
+            raise OutputError(f"{self.settings.output}: cannot write ({reason})") from None
+        if written is not None:
+            written.append(path)
+
+    def explain_group(self, group: int, items: list[tuple[int, str]], written: list[str]) -> dict[int, dict]:
+        """A row per (position, path); a path that cannot be read or explained is a failed row.
+        The images written are appended to `written`."""
+        rows: dict[int, dict] = {}
+        paths = dict(items)
+        readable: list[tuple[int, bytes]] = []
+        for position, path in items:
+            try:
+                readable.append((position, read_input(path)))
+            except ImageError as error:  # the CLI's messages
+                rows[position] = failed_row(shown(path), shown(str(error)))
+            except Exception as error:  # any other reading failure is this input's row, never the job's
+                rows[position] = failed_row(shown(path), f"{shown(path)}: cannot read ({one_line(error)})")
+        try:
+            outcomes = self.explainer.explain_targets([data for _, data in readable], self.settings.targets)
             for (position, _), per_method in zip(readable, outcomes, strict=True):
-                rows[position] = self.row(group, position, paths[position], per_method)
+                rows[position] = self.row(group, position, paths[position], per_method, written)
+        except OutputError:
+            raise
         except Exception as error:  # onnxruntime failing: this group's remaining inputs fail, the job goes on
             for position, _ in readable:
-                rows.setdefault(position, failed_row(paths[position], f"{paths[position]}: {one_line(error)}"))
-        return [rows[position] for position in range(len(paths))]
+                rows.setdefault(position, failed_row(shown(paths[position]),
+                                                     f"{shown(paths[position])}: {one_line(error)}"))
+        return rows
 
-    def row(self, group: int, position: int, path: str, per_method: tuple) -> dict:
+    def row(self, group: int, position: int, path: str, per_method: tuple, written: list[str]) -> dict:
+        """The job's fields (path, ok, error) and the shared record (runtime.results.record) with
+        its cams; the overlays and heatmaps written."""
         if per_method[0].error is not None:
-            return failed_row(path, f"{path}: {per_method[0].error.problem}")
-        first = per_method[0].explanation
-        maps = []
-        for outcome in per_method:
-            explanation = outcome.explanation
-            for class_map in explanation.maps:
-                height, width = class_map.cam.shape
-                maps.append({
-                    "method": explanation.method, "class_index": class_map.class_index, "label": class_map.label,
-                    "peak_x": class_map.peak[0], "peak_y": class_map.peak[1], "height": height, "width": width,
-                    "cam": class_map.cam.astype(np.float32).ravel().tolist(),
-                })
-            self.write_images(group, position, path, explanation)
-        predictions = [{"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions]
-        return {"path": path, "ok": True, "error": None, "predictions": predictions, "maps": maps}
+            return failed_row(shown(path), f"{shown(path)}: {per_method[0].error.problem}")
+        explanations = [outcome.explanation for outcome in per_method]
+        for explanation in explanations:
+            self.write_images(group, position, path, explanation, written)
+        shared = record(explanations, cam=True)  # its "image" is <bytes>: the job's path names the input
+        return {"path": shown(path), "ok": True, "error": None} | {
+            key: value for key, value in shared.items() if key != "image"}
 
-    def write_images(self, group: int, position: int, path: str, explanation) -> None:
-        """DIR/overlays/ and DIR/heatmaps/, when asked: <run>-<group>-<position>_<stem>_<method>_c<class>."""
+    def write_images(self, group: int, position: int, path: str, explanation, written: list[str]) -> None:
+        """DIR/overlays/ and DIR/heatmaps/, when asked, one file per map:
+        <run>-<group>-<position>_<stem>_<method>_c<class>."""
         s = self.settings
-        stem = os.path.splitext(path.rstrip("/").rsplit("/", 1)[-1])[0][:100]
+        if not (s.overlays or s.heatmaps):
+            return
+        stem = os.path.splitext(shown(path).rstrip("/").rsplit("/", 1)[-1])[0][:100]
         prefix = f"r{s.run:03d}-{group:07d}-{position}_{stem}_{explanation.method}"
-        for class_map, overlay in zip(explanation.maps, explanation.overlays if s.overlays else [None] * 99):
+        overlays = explanation.overlays if s.overlays else None
+        for number, class_map in enumerate(explanation.maps):
             name = f"{prefix}_c{class_map.class_index}"
-            if s.overlays:
-                write_atomically(self.fs, f"{self.root}/overlays/{name}.png", encoded_image(overlay))
-            if s.heatmaps:
-                write_atomically(self.fs, f"{self.root}/heatmaps/{name}.npy", encoded_npy(class_map.heatmap))
+            for folder, wanted, encode in (("overlays", s.overlays, lambda: encoded_image(overlays[number])),
+                                           ("heatmaps", s.heatmaps, lambda: encoded_npy(class_map.heatmap))):
+                if wanted:
+                    self.write(f"{self.root}/{folder}/{name}{'.png' if folder == 'overlays' else '.npy'}", encode(),
+                               written)
 
 
 def start_ray(address: str | None) -> float:
-    """Join `address`, or start a local Ray when none is given and none is running; seconds taken."""
+    """Join `address`, or start a local Ray when none is given and none is running; seconds taken.
+    Ray's own SIGTERM handler (a stack dump, then abort) is replaced by the one set before."""
     started = time.perf_counter()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        except SystemExit as stop:  # ray.init's own SIGTERM handler exits with the signal's number
+            if stop.code != signal.SIGTERM:
+                raise
+            raise Terminated() from None
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     return time.perf_counter() - started
 
 
-def default_workers(device: str) -> int:
+def stop_ray() -> None:
+    """Disconnect from Ray: the job's actors end with their driver (a local Ray ends too, even
+    one stopped while it started)."""
+    ray.shutdown()
+
+
+def cluster_slots(device: str) -> int:
+    """How many actors the cluster can run at once: its CPUs, or its GPUs with cuda."""
     resources = ray.cluster_resources()
     return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
 
 
-def run(inputs: Sequence[str], settings: Settings, workers: int) -> None:
-    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time."""
+def run(inputs: Sequence[str], settings: Settings, workers: int) -> str | None:
+    """Explain `inputs` into shards of run `settings.run`, `workers` actors at a time; returns the
+    first write error (one line), which stops the job, or None. Ray Data restarts a killed actor
+    and retries its groups (its defaults for actor pools: no limit). Paths travel as bytes
+    (os.fsencode): a file name that is not UTF-8 stays the same file."""
     size = settings.batch_size
-    groups = [{"group": i, "paths": list(inputs[start:start + size])}
+    groups = [{"group": i, "paths": [os.fsencode(path) for path in inputs[start:start + size]]}
               for i, start in enumerate(range(0, len(inputs), size))]
     if not groups:
-        return
+        return None
     resources = {"num_gpus": 1} if settings.device == "cuda" else {"num_cpus": 1}
     dataset = ray.data.from_items(groups, override_num_blocks=min(len(groups), 4 * workers))
     results = dataset.map_batches(
         ShardExplainer, fn_constructor_args=(settings,), batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
-        max_restarts=RETRIES, max_task_retries=RETRIES, **resources,
+        **resources,
     )
-    for _ in results.iter_batches(batch_size=None):
-        pass
+    for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        errors = [error for error in batch["error"] if error]
+        if errors:
+            return str(errors[0])
+    return None
 
 
-def written(fs: pafs.FileSystem, root: str) -> pa.Table:
-    """The path and ok columns of every shard under DIR/results/ (empty when there are none)."""
-    folder = f"{root}/{RESULTS}"
-    if fs.get_file_info(folder).type != pafs.FileType.Directory:
-        return SCHEMA.empty_table().select(["path", "ok"])
-    dataset = pads.dataset(folder, filesystem=fs, format="parquet", schema=SCHEMA)
-    return dataset.to_table(columns=["path", "ok"])

@@ -34,24 +34,33 @@ class ScoreCam(WeightedCam):
             chosen = order[: self.options.max_channels]
             scores = np.concatenate(
                 [
-                    self._scores(layer, activations[..., part], image, classes[n])
+                    masked_scores(layer, channel_masks(activations[..., part], image.shape[:2]), image, classes[n])
                     for part in np.array_split(chosen, -(-len(chosen) // layer.batch_size))
                 ]
             )  # [channels, K]
-            exponentials = np.exp(scores - scores.max(axis=0))
-            weights[n][:, chosen] = (exponentials / exponentials.sum(axis=0)).T
+            weights[n][:, chosen] = channel_softmax(scores)
         return weights
 
-    @staticmethod
-    def _scores(
-        layer: LayerInputs, activations: np.ndarray, image: np.ndarray, classes: np.ndarray
-    ) -> np.ndarray:
-        """The score of `classes` on `image` masked by each channel of `activations` [h, w, c]."""
-        masks = np.stack(
-            [upsampled_mask(channel, image.shape[:2]) for channel in np.moveaxis(activations, -1, 0)]
-        )
-        masked = image[None] * masks[..., None]
-        return layer.run(masked, np.tile(classes, (len(masks), 1)))[contract.OUTPUT_SCORE]
+
+def channel_softmax(scores: np.ndarray) -> np.ndarray:
+    """[c, K] scores -> [K, c]: each class's softmax over the channels."""
+    exponentials = np.exp(scores - scores.max(axis=0))
+    return (exponentials / exponentials.sum(axis=0)).T
+
+
+def masked_scores(layer: LayerInputs, masks: np.ndarray, image: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """[c, K]: the score of `classes` on `image` [H, W, 3] times each of `masks` [c, H, W], in
+    runs of at most layer.batch_size images."""
+    parts = np.array_split(np.arange(len(masks)), -(-len(masks) // layer.batch_size))
+    return np.concatenate([
+        layer.run(image[None] * masks[part][..., None], np.tile(classes, (len(part), 1)))[contract.OUTPUT_SCORE]
+        for part in parts
+    ])
+
+
+def channel_masks(activations: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[c, H, W]: upsampled_mask of each channel of activations [h, w, c]."""
+    return np.stack([upsampled_mask(channel, size) for channel in np.moveaxis(activations, -1, 0)])
 
 
 def upsampled_mask(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
