@@ -99,6 +99,7 @@ def test_the_shared_flags_and_their_aliases(fake, images, tmp_path, capsys):
     assert code == 0, err
     data = json.loads((out / "metrics.json").read_text())
     assert data["methods"]["gradcam"]["deletion"]["n"] == 2  # one image, two classes
+    assert len(data["values"]["random-cam"]["deletion"]) == 2
     assert data["run"]["methods"] == ["gradcam"]
 
 

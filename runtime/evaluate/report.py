@@ -68,7 +68,8 @@ def bootstrap(values: list[float], seed: int = 0, resamples: int = BOOTSTRAP_RES
 
 
 def summary(results: Results, seed: int = 0, threshold: float = DEFAULT_THRESHOLD, run: RunInfo | None = None) -> dict:
-    """Everything metrics.json holds."""
+    """Everything metrics.json holds; "values": per map and metric, the value of each image and
+    class in the order evaluated (for paired comparisons), "methods" their means and intervals."""
     methods = {
         name: {metric: bootstrap(values[metric], seed) for metric in COLUMNS if values.get(metric)}
         for name, values in results.values.items()
@@ -83,7 +84,7 @@ def summary(results: Results, seed: int = 0, threshold: float = DEFAULT_THRESHOL
     }
     return {"run": dataclasses.asdict(run) if run else None, "images": results.images,
             "skipped": len(results.skipped), "skipped_errors": results.skipped, "unboxed": results.unboxed,
-            "better": BETTER, "methods": methods, "curves": curves,
+            "better": BETTER, "values": results.values, "methods": methods, "curves": curves,
             "sanity": {"threshold": threshold, "methods": checks} if checks else None}
 
 
