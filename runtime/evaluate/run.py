@@ -123,14 +123,14 @@ class Settings:
     steps: int = 50
     batch_size: int = 32
     normalisation: metrics.Normalisation = metrics.Normalisation()
-    road_noise: bool = True  # pytorch-grad-cam's N(0, 0.01) on the imputed pixels; False: none
 
 
 def evaluate_map(
     score: metrics.Score, image: np.ndarray, saliency: np.ndarray, class_index: int,
     settings: Settings, boxes: np.ndarray | None, rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Every chosen metric of one map: its values and its deletion / insertion curves."""
+    """Every chosen metric of one map: its values and its deletion / insertion curves. rng: ROAD's
+    imputation noise (pytorch-grad-cam's N(0, 0.01) on the normalised input); None: none."""
     chosen, values, curves = settings.chosen, {}, {}
     for name, make_curve in CURVES.items():
         if name in chosen:
@@ -143,7 +143,7 @@ def evaluate_map(
         values |= {name: float(change[0]) for name, change in changes.items() if name in chosen}
     if "road" in chosen:
         values |= road.road_scores(score, image, saliency, class_index, settings.batch_size, settings.normalisation,
-                            rng if settings.road_noise else None)
+                                   rng)
     if "pointing-game" in chosen and boxes is not None and len(boxes):
         values["pointing-game"] = metrics.pointing_hit(saliency, boxes)
     return values, curves
