@@ -244,7 +244,8 @@ def _scaled(
     per_class: dict | None, class_index: int, original: tuple[int, int], size: tuple[int, int]
 ) -> np.ndarray | None:
     """The boxes of one class, scaled from original pixels to the model's input."""
-    found = (per_class or {}).get(str(class_index))
+    per_class = per_class or {}
+    found = per_class.get(str(class_index), per_class.get(class_index))  # JSON's string keys, or ints
     if not found:
         return None
     scale = np.array([size[1] / original[1], size[0] / original[0]] * 2)
