@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from runtime.evaluate.__main__ import main
@@ -117,7 +116,9 @@ def test_the_report_names_the_run_and_explains_only_the_metrics_run(fake, images
     assert code == 0, err
     text = (out / "report.md").read_text()
     sha = __import__("hashlib").sha256(Path(fake).read_bytes()).hexdigest()
-    for expected in (fake, sha, "`average_pool`", "steps 4", "seed 7", "one.png", "two.png", "**deletion**", "**insertion**"):
+    expected_texts = (fake, sha, "`average_pool`", "steps 4", "seed 7", "one.png", "two.png", "**deletion**",
+                      "**insertion**")
+    for expected in expected_texts:
         assert expected in text, expected
     for absent in ("average-drop", "road", "pointing", "Warning"):  # not run (no boxes: no pointing game)
         assert absent not in text, absent

@@ -97,7 +97,8 @@ def _estimate(explainer: Explainer, methods: list[str], chosen: list[str], steps
         started = time.perf_counter()
         road.impute(blank[0], np.broadcast_to(np.arange(height)[:, None] < height // 2, (height, width)))
         seconds += (time.perf_counter() - started) * images * maps * 2 * len(road.PERCENTILES)
-    return f"{_count(images, 'image')} x {_count(maps, 'map')}: about {passes} forward passes, {_duration(seconds)} of model time"
+    return (f"{_count(images, 'image')} x {_count(maps, 'map')}: about {passes} forward passes, "
+            f"{_duration(seconds)} of model time")
 
 
 def _count(number: int, noun: str) -> str:

@@ -22,7 +22,8 @@ def read(path: str) -> dict[str, dict[str, list[list[float]]]]:
         raise OnnxcamError(f"{path}: boxes must be a JSON object {FORMAT}")
     for image, per_class in boxes.items():
         if not isinstance(per_class, dict):
-            raise OnnxcamError(f"{path}: entry {image!r}: {_short(per_class)} is not an object {{\"CLASS\": [[x0, y0, x1, y1], ...]}}")
+            raise OnnxcamError(f"{path}: entry {image!r}: {_short(per_class)} is not an object "
+                               '{"CLASS": [[x0, y0, x1, y1], ...]}')
         for key, found in per_class.items():
             where = f"{path}: entry {image!r}, class {key!r}"
             if not key.strip().isdigit():

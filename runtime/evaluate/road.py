@@ -29,7 +29,9 @@ def impute(image: np.ndarray, keep: np.ndarray, noise: np.ndarray | None = None)
         from scipy.sparse import coo_matrix
         from scipy.sparse.linalg import spsolve
     except ImportError:
-        raise OnnxcamError("ROAD needs scipy: pip install 'onnxcam[evaluate]' (or leave road out of --metrics)") from None
+        raise OnnxcamError(
+            "ROAD needs scipy: pip install 'onnxcam[evaluate]' (or leave road out of --metrics)"
+        ) from None
     height, width = keep.shape
     flat = image.reshape(-1, image.shape[-1]).astype(np.float64)
     known = keep.ravel()
