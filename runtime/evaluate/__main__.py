@@ -4,7 +4,7 @@ import argparse
 import hashlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,28 +77,34 @@ def _sha256(path: str) -> str:
 
 
 def _estimate(explainer: Explainer, methods: list[str], chosen: list[str], steps: int, images: int,
-              classes: int) -> str:
-    """About how long the run takes: one timed batch of forward passes times the passes needed."""
+              classes: int, max_channels: int) -> str:
+    """About how long the run takes: one timed batch of forward passes times the passes needed
+    (the metrics', the explaining run, the random CAM's feature maps, Score-CAM's masked runs),
+    plus ROAD's solves."""
     height, width = explainer.card.input_size
     maps = (len(methods) + len(BASELINES)) * classes
-    passes = images * (maps * passes_per_map(chosen, height * width, steps) + 2)
+    explaining = 2 + (max_channels * classes if "scorecam" in methods else 0)
+    passes = images * (maps * passes_per_map(chosen, height * width, steps) + explaining)
     batch = min(explainer.batch_size, 32)
     score = ModelRuns(explainer.model_path, 0, device_of(explainer)).score
     blank = np.zeros((batch, height, width, 3), np.float32)
-    score(blank, np.zeros(batch, np.int64))  # warm-up
-
-    def timed() -> float:
-        started = time.perf_counter()
-        score(blank, np.zeros(batch, np.int64))
-        return time.perf_counter() - started
-
-    seconds = min(timed() for _ in range(2)) / batch * passes  # the faster of two: less noise from others
+    seconds = _fastest(lambda: score(blank, np.zeros(batch, np.int64))) / batch * passes
     if "road" in chosen:  # plus the sparse solves of its imputations: 2 per percentile and map
-        started = time.perf_counter()
-        road.impute(blank[0], np.broadcast_to(np.arange(height)[:, None] < height // 2, (height, width)))
-        seconds += (time.perf_counter() - started) * images * maps * 2 * len(road.PERCENTILES)
+        half = np.broadcast_to(np.arange(height)[:, None] < height // 2, (height, width))
+        seconds += _fastest(lambda: road.impute(blank[0], half)) * images * maps * 2 * len(road.PERCENTILES)
     return (f"{_count(images, 'image')} x {_count(maps, 'map')}: about {passes} forward passes, "
             f"{_duration(seconds)} of model time")
+
+
+def _fastest(run: Callable[[], object]) -> float:
+    """Seconds of the faster of two calls after a first one (imports, warm-up): less noise."""
+    run()
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def _count(number: int, noun: str) -> str:
@@ -138,7 +144,8 @@ def body(args: argparse.Namespace) -> int:
     if explainer.card.random_weights:
         cl.report(PROG, f"warning: {args.model} has random weights (exported with --weights none): "
                   "its maps explain nothing")
-    cl.report(PROG, _estimate(explainer, methods, chosen, args.steps, len(args.images), targets.maps_per_method))
+    cl.report(PROG, _estimate(explainer, methods, chosen, args.steps, len(args.images), targets.maps_per_method,
+                                 args.max_channels))
     with tqdm(total=len(args.images), unit="image", file=sys.stderr, disable=len(args.images) < 4) as bar:
 
         def skipped(error: OnnxcamError) -> None:
