@@ -234,3 +234,13 @@ def test_road_orders_most_and_least_relevant_first():
     saliency = np.tile(np.linspace(1, 0, 12, dtype=np.float32), (12, 1))
     scores = road.road_scores(mean_channel_score(), image, saliency, 0, 4)
     assert scores["road-morf"] < -0.2 and scores["road-lerf"] > scores["road-morf"] and scores["road"] > 0.1
+
+
+def test_road_without_scipy_is_one_line_naming_the_extra(monkeypatch):
+    import sys
+
+    from runtime.errors import OnnxcamError
+
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # as if scipy were not installed
+    with pytest.raises(OnnxcamError, match=r"onnxcam\[evaluate\]"):
+        road.impute(np.zeros((4, 4, 3), np.float32), np.eye(4, dtype=bool))
