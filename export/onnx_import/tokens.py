@@ -176,9 +176,11 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     tokens, not T (the backward's MLP on T tokens of which T - 1 have a zero gradient cost a third of a
     ViT's backward pass). Returns the number of nodes moved."""
     graph = model.graph
-    constants = {init.name: list(init.dims) for init in graph.initializer}
-    constants |= {node.output[0]: list(node.attribute[0].t.dims) for node in graph.node
-                  if node.op_type == "Constant" and node.attribute[0].name == "value"}
+    scalars = {init.name: int(numpy_helper.to_array(init)) for init in graph.initializer
+               if not init.dims and init.data_type in (TensorProto.INT64, TensorProto.INT32)}
+    scalars |= {node.output[0]: int(numpy_helper.to_array(node.attribute[0].t)) for node in graph.node
+                if node.op_type == "Constant" and node.attribute[0].name == "value" and not node.attribute[0].t.dims
+                and node.attribute[0].t.data_type in (TensorProto.INT64, TensorProto.INT32)}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -187,10 +189,11 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     moved = 0
     for tokens in dict.fromkeys(node.input[0] for node in graph.node if node.op_type == "Gather"):
         picks = readers.get(tokens, [])
-        indices = [_token_index(node, constants, model) for node in picks]
+        indices = [_token_index(node, scalars) for node in picks]
         if not picks or None in indices or len(shapes.get(tokens) or []) != 3 or shapes[tokens][1] is None:
             continue
-        chain = _per_token_chain(tokens, shapes, dependent, made_by, readers, set(map(id, picks)))
+        chain = _per_token_chain(tokens, shapes, dependent, made_by, readers, set(map(id, picks)),
+                                 {value.name for value in graph.output})
         if not chain:
             continue
         first, count = min(indices), max(indices) - min(indices) + 1
@@ -199,21 +202,17 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     return moved
 
 
-def _token_index(node: onnx.NodeProto, constants: dict, model: onnx.ModelProto) -> int | None:
-    """The token a Gather along axis 1 at a constant 0-d index selects, else None."""
+def _token_index(node: onnx.NodeProto, scalars: dict[str, int]) -> int | None:
+    """The token a Gather along axis 1 at a constant 0-d index >= 0 selects, else None."""
     axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
-    if node.op_type != "Gather" or axis != 1 or constants.get(node.input[1]) != []:
-        return None
-    value = next((numpy_helper.to_array(source) for source in
-                  [*[i for i in model.graph.initializer if i.name == node.input[1]],
-                   *[n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.output[0] == node.input[1]]]),
-                 None)
-    return None if value is None or int(value) < 0 else int(value)
+    index = scalars.get(node.input[1]) if node.op_type == "Gather" and axis == 1 else None
+    return index if index is not None and index >= 0 else None
 
 
-def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: dict, readers: dict, picks: set[int]) -> list[onnx.NodeProto]:
+def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: dict, readers: dict, picks: set[int],
+                     outputs: set[str]) -> list[onnx.NodeProto]:
     """The per-token nodes before `tokens` (back through per-token nodes) whose outputs only they and the
-    picks read, in graph order; [] where the node making `tokens` is not one of them."""
+    picks read (no graph output), in graph order; [] where the node making `tokens` is not one of them."""
     chain: dict[int, onnx.NodeProto] = {}
     wanted = [tokens]
     while wanted:
@@ -223,8 +222,8 @@ def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: di
             wanted.extend(name for name in node.input if name in dependent)
     settled = False
     while not settled:  # drop nodes read from outside, until none is (their readers then read them whole)
-        outside = [key for key, node in chain.items()
-                   if any(id(reader) not in chain and id(reader) not in picks for reader in readers.get(node.output[0], []))]
+        outside = [key for key, node in chain.items() if node.output[0] in outputs or any(
+            id(reader) not in chain and id(reader) not in picks for reader in readers.get(node.output[0], []))]
         settled = not outside
         for key in outside:
             del chain[key]
