@@ -143,7 +143,8 @@ def add_patch_grid(model: onnx.ModelProto, grid: TokenGrid) -> str:
     added = []
     if extra:
         added.append(helper.make_node("Slice", [x, constant("zero", [0]), constant("extra", [extra]),
-                                                constant("axis", [1])], [f"{x}:extra_tokens"], name=f"{x}:extra_tokens"))
+                                                constant("axis", [1])], [f"{x}:extra_tokens"],
+                                      name=f"{x}:extra_tokens"))
         added.append(helper.make_node("Slice", [x, f"{x}:extra", constant("count", [count]), f"{x}:axis"], [rows],
                                       name=rows))
     added.append(helper.make_node("Reshape", [rows if extra else x, constant("grid", [0, h, w, channels])], [name],
@@ -160,8 +161,10 @@ def add_patch_grid(model: onnx.ModelProto, grid: TokenGrid) -> str:
     graph.node.extend(nodes[:at] + added + nodes[at:])
     shapes = {name: ["N", h, w, channels], joined: ["N", count, channels]}
     if extra:
-        shapes |= {f"{x}:extra_tokens": ["N", extra, channels], rows: ["N", h * w, channels], flat: ["N", h * w, channels]}
-    graph.value_info.extend(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, dims) for tensor, dims in shapes.items())
+        shapes |= {f"{x}:extra_tokens": ["N", extra, channels], rows: ["N", h * w, channels],
+                   flat: ["N", h * w, channels]}
+    graph.value_info.extend(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, dims)
+                            for tensor, dims in shapes.items())
     return name
 
 
