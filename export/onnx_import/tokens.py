@@ -91,9 +91,10 @@ def _projection_inputs(softmax: onnx.NodeProto, made_by: dict, dependent: set[st
 
 
 def _through_layout(tensor: str, shape: list, shapes: dict, made_by: dict) -> str | None:
-    """`tensor`, or the tensor it is a transpose/reshape of, with `shape`'s batch and token axes [N, T, ·];
-    None if there is none (torchvision's MultiheadAttention projects the tokens transposed to [T, N, C])."""
-    while len(shapes.get(tensor) or []) != 3 or shapes[tensor][:2] != shape[:2]:
+    """`tensor`, or the tensor it is a transpose/reshape of, with `shape`'s batch axis first [N, T, ·] (T may
+    differ: BEiT pools the patch tokens without the class token); None if there is none (torchvision's
+    MultiheadAttention projects the tokens transposed to [T, N, C])."""
+    while len(shapes.get(tensor) or []) != 3 or shapes[tensor][0] != shape[0]:
         node = made_by.get(tensor)
         if node is None or node.op_type not in LAYOUT_OPS:
             return None

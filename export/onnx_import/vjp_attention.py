@@ -34,6 +34,8 @@ def _slice(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[i
     x = node.input[0]
     shape = e.shape(x)
     rank = len(shape)
+    if e.value(node.input[1]) is None or e.value(node.input[2]) is None:
+        return {0: _slice_computed(e, node, g)}
     starts, ends = _constant(e, node, 1, "starts"), _constant(e, node, 2, "ends")
     axes = _constant(e, node, 3, "axes")
     steps = _constant(e, node, 4, "steps")
@@ -67,6 +69,31 @@ def _slice(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[i
             pads[axis], pads[rank + axis] = begin, after
             g = e.op("Pad", g, e.const(pads, np.int64))
     return {0: g}
+
+
+def _slice_computed(e: Emitter, node: onnx.NodeProto, g: str) -> str:
+    """Slice with starts or ends computed from shapes (Swin's crop after padding) and steps of 1: g padded
+    with zeros by the clamped start before and the size minus the clamped end after, computed in the graph."""
+    rank = len(e.shape(node.input[0]))
+    axes = _constant(e, node, 3, "axes")
+    steps = _constant(e, node, 4, "steps")
+    if axes is None or (steps is not None and set(steps.tolist()) != {1}):
+        raise _refuse(node, "starts or ends that are not constants, with default axes or steps other than 1")
+    axes = [int(a) % rank for a in axes]
+    sizes = e.op("Gather", e.op("Shape", node.input[0]), e.const(axes, np.int64))
+
+    def clamped(name: str) -> str:  # a negative bound counts from the end; then within 0..size
+        bound = e.op("Cast", name, to=TensorProto.INT64)
+        bound = e.op("Where", e.op("Less", bound, e.const(0, np.int64)), e.op("Add", bound, sizes), bound)
+        return e.op("Max", e.op("Min", bound, sizes), e.const(0, np.int64))
+
+    begin = clamped(node.input[1])
+    after = e.op("Sub", sizes, e.op("Max", clamped(node.input[2]), begin))
+    pick = lambda vector, k: e.op("Slice", vector, e.const([k], np.int64), e.const([k + 1], np.int64))  # noqa: E731
+    zero = e.const([0], np.int64)
+    pads = [pick(begin, axes.index(a)) if a in axes else zero for a in range(rank)]
+    pads += [pick(after, axes.index(a)) if a in axes else zero for a in range(rank)]
+    return e.op("Pad", g, e.op("Concat", *pads, axis=0))
 
 
 @rule("Gather")
