@@ -38,6 +38,7 @@ CASES = {
     "Slice: strided on two axes (Swin's patch merging)": (
         "Slice", [("x", r(2, 5, 6, 3), True), ("s", i64(1, 0), False), ("e", i64(5, 6), False),
                   ("a", i64(1, 2), False), ("t", i64(2, 2), False)], {}, 17),
+    "Pad (Swin's windows)": ("Pad", [("x", r(2, 5, 6, 3), True), ("pads", i64(0, 1, 0, 0, 0, 2, 3, 0), False)], {}, 17),
     "Gelu": ("Gelu", [("x", r(2, 5, 4) * 2, True)], {}, 20),
     "Gelu tanh": ("Gelu", [("x", r(2, 5, 4) * 2, True)], {"approximate": "tanh"}, 20),
     "Pow 3": ("Pow", [("x", r(2, 5), True), ("p", np.array(3.0), False)], {}, 17),

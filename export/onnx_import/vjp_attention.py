@@ -1,5 +1,5 @@
 """Vector-Jacobian products for the ops of transformer blocks, registered into `vjp.REGISTRY`: Gather at
-constant positions (a Pad instead of vjp.py's general scatter), Slice (the
+constant positions (a Pad instead of vjp.py's general scatter), Pad (Swin's windows), Slice (the
 class token, strided patch merging), GELU (the `Gelu` op, opset 20, exact and tanh forms; the Erf form is
 Div, Erf, Add, Mul, each already a rule), Cast between floats, Pow with a constant exponent (decomposed
 LayerNorm, tanh GELU), Expand, ReduceSum, Where. Attention itself is MatMul with two variable operands and
@@ -94,6 +94,24 @@ def _slice_computed(e: Emitter, node: onnx.NodeProto, g: str) -> str:
     pads = [pick(begin, axes.index(a)) if a in axes else zero for a in range(rank)]
     pads += [pick(after, axes.index(a)) if a in axes else zero for a in range(rank)]
     return e.op("Pad", g, e.op("Concat", *pads, axis=0))
+
+
+@rule("Pad")
+def _pad(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    """Constant-mode Pad by pads >= 0 (constant, or computed from shapes: Swin's pad to a multiple of its
+    window, where torch's pads are never negative): g sliced back from the begin pads, x's size along each
+    axis."""
+    mode = attributes(node).get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or (len(node.input) > 3 and node.input[3]):
+        raise _refuse(node, "only constant-mode padding of every axis is differentiated")
+    rank = len(e.shape(node.input[0]))
+    pads = e.value(node.input[1])
+    if pads is not None and (np.ravel(pads) < 0).any():
+        raise _refuse(node, "negative pads")
+    begin = e.op("Slice", e.op("Cast", node.input[1], to=TensorProto.INT64), e.const([0], np.int64),
+                 e.const([rank], np.int64))
+    end = e.op("Add", begin, e.op("Shape", node.input[0]))
+    return {0: e.op("Slice", g, begin, end, e.const(list(range(rank)), np.int64))}
 
 
 @rule("Gather")
