@@ -11,7 +11,8 @@ a tensor of the graph that the general head differentiates like any NHWC map.
 `--layer auto` in a transformer (the walk back from the logits meets a token tensor [N, T, C] before any
 4-D map): the input of the last attention (the tensor its query/key/value projections read), as
 pytorch-grad-cam's `blocks[-1].norm1`: after the last attention, a class-token model's patch tokens reach
-the logits only through the class token, and their gradients are all 0."""
+the logits only through the class token, and their gradients are all 0. There, `select_tokens_early` has
+the per-token ops (last MLP, final norm) run on the selected class tokens only."""
 
 from __future__ import annotations
 
