@@ -104,3 +104,15 @@ def test_after_the_last_attention_only_the_extra_tokens_are_computed(imported):
     graph = onnx.load(path).graph
     assert any(node.op_type == "Slice" and node.output[0].endswith(":tokens0-0") for node in graph.node)
     assert not any(node.op_type == "ScatterElements" for node in graph.node)
+
+
+@pytest.mark.parametrize("shape, size, layout", [
+    ([None, 14, 14, 384], (224, 224), "nhwc"),  # Swin's stage output, read by strided Slices
+    ([None, 384, 14, 14], (224, 224), "nchw"),
+    ([None, 7, 10, 64], (224, 320), "nhwc"),
+    ([None, 64, 7, 10], (224, 320), "nchw"),
+])
+def test_a_4d_layout_no_reader_tells_comes_from_the_input_proportions(shape, size, layout):
+    from export.onnx_import.head import _layout
+
+    assert _layout([], "t", {}, shape, size) == layout

@@ -38,6 +38,7 @@ CASES = {
     "Slice: strided on two axes (Swin's patch merging)": (
         "Slice", [("x", r(2, 5, 6, 3), True), ("s", i64(1, 0), False), ("e", i64(5, 6), False),
                   ("a", i64(1, 2), False), ("t", i64(2, 2), False)], {}, 17),
+    "Pad (Swin's windows)": ("Pad", [("x", r(2, 5, 6, 3), True), ("pads", i64(0, 1, 0, 0, 0, 2, 3, 0), False)], {}, 17),
     "Gelu": ("Gelu", [("x", r(2, 5, 4) * 2, True)], {}, 20),
     "Gelu tanh": ("Gelu", [("x", r(2, 5, 4) * 2, True)], {"approximate": "tanh"}, 20),
     "Pow 3": ("Pow", [("x", r(2, 5), True), ("p", np.array(3.0), False)], {}, 17),
@@ -114,8 +115,32 @@ def test_a_cast_to_float_passes_the_gradient_and_others_are_refused():
         REGISTRY["Cast"](e, helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16), "g", {0})
 
 
-def test_a_slice_with_computed_starts_is_refused():
-    node = helper.make_node("Slice", ["x", "s", "e"], ["y"])
-    e = Emitter("grad/", 17, {"x": [2, 6, 4], "y": [2, 1, 4]}, {"e": i64(1)})
-    with pytest.raises(ExportError, match="unsupported head op Slice .*starts are not constants"):
+@pytest.mark.parametrize("starts, ends", [([0, 1], [4, 5]), ([-5, 2], [100, -1]), ([1, 3], [1, 2])],
+                         ids=["inside", "negative and past the end", "empty"])
+def test_a_slice_with_computed_starts_and_ends_pads_the_gradient(starts, ends):
+    """Swin's crop after padding: starts/ends computed from shapes (graph inputs here), steps 1."""
+    node = helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])
+    x = np.zeros((2, 6, 7, 3), np.float32)
+    y = x[:, slice(starts[0], ends[0]), slice(starts[1], ends[1])]
+    e = Emitter("grad/", 17, {"x": list(x.shape), "y": list(y.shape)}, {"a": i64(1, 2)})
+    gradient = REGISTRY["Slice"](e, node, "g", {0})[0]
+    graph = helper.make_graph(
+        [node, *e.nodes], "slice",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape), helper.make_tensor_value_info("g", TensorProto.FLOAT, y.shape),
+         helper.make_tensor_value_info("s", TensorProto.INT64, [2]), helper.make_tensor_value_info("e", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info(gradient, TensorProto.FLOAT, x.shape)],
+        initializer=[*e.initializers, numpy_helper.from_array(i64(1, 2), "a")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    g = RNG.standard_normal(y.shape).astype(np.float32)
+    expected = np.zeros_like(x)
+    expected[:, slice(starts[0], ends[0]), slice(starts[1], ends[1])] = g
+    got = session.run(None, {"x": x, "g": g, "s": i64(*starts), "e": i64(*ends)})[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_computed_slice_with_steps_is_refused():
+    node = helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["y"])
+    e = Emitter("grad/", 17, {"x": [2, 6, 4], "y": [2, 1, 4]}, {"a": i64(1), "t": i64(2)})
+    with pytest.raises(ExportError, match="unsupported head op Slice .*steps other than 1"):
         REGISTRY["Slice"](e, node, "g", {0})

@@ -11,7 +11,8 @@ a tensor of the graph that the general head differentiates like any NHWC map.
 `--layer auto` in a transformer (the walk back from the logits meets a token tensor [N, T, C] before any
 4-D map): the input of the last attention (the tensor its query/key/value projections read), as
 pytorch-grad-cam's `blocks[-1].norm1`: after the last attention, a class-token model's patch tokens reach
-the logits only through the class token, and their gradients are all 0."""
+the logits only through the class token, and their gradients are all 0. There, `select_tokens_early` has
+the per-token ops (last MLP, final norm) run on the selected class tokens only."""
 
 from __future__ import annotations
 
@@ -91,9 +92,10 @@ def _projection_inputs(softmax: onnx.NodeProto, made_by: dict, dependent: set[st
 
 
 def _through_layout(tensor: str, shape: list, shapes: dict, made_by: dict) -> str | None:
-    """`tensor`, or the tensor it is a transpose/reshape of, with `shape`'s batch and token axes [N, T, ·];
-    None if there is none (torchvision's MultiheadAttention projects the tokens transposed to [T, N, C])."""
-    while len(shapes.get(tensor) or []) != 3 or shapes[tensor][:2] != shape[:2]:
+    """`tensor`, or the tensor it is a transpose/reshape of, with `shape`'s batch axis first [N, T, ·] (T may
+    differ: BEiT pools the patch tokens without the class token); None if there is none (torchvision's
+    MultiheadAttention projects the tokens transposed to [T, N, C])."""
+    while len(shapes.get(tensor) or []) != 3 or shapes[tensor][0] != shape[0]:
         node = made_by.get(tensor)
         if node is None or node.op_type not in LAYOUT_OPS:
             return None
@@ -143,7 +145,8 @@ def add_patch_grid(model: onnx.ModelProto, grid: TokenGrid) -> str:
     added = []
     if extra:
         added.append(helper.make_node("Slice", [x, constant("zero", [0]), constant("extra", [extra]),
-                                                constant("axis", [1])], [f"{x}:extra_tokens"], name=f"{x}:extra_tokens"))
+                                                constant("axis", [1])], [f"{x}:extra_tokens"],
+                                      name=f"{x}:extra_tokens"))
         added.append(helper.make_node("Slice", [x, f"{x}:extra", constant("count", [count]), f"{x}:axis"], [rows],
                                       name=rows))
     added.append(helper.make_node("Reshape", [rows if extra else x, constant("grid", [0, h, w, channels])], [name],
@@ -160,8 +163,10 @@ def add_patch_grid(model: onnx.ModelProto, grid: TokenGrid) -> str:
     graph.node.extend(nodes[:at] + added + nodes[at:])
     shapes = {name: ["N", h, w, channels], joined: ["N", count, channels]}
     if extra:
-        shapes |= {f"{x}:extra_tokens": ["N", extra, channels], rows: ["N", h * w, channels], flat: ["N", h * w, channels]}
-    graph.value_info.extend(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, dims) for tensor, dims in shapes.items())
+        shapes |= {f"{x}:extra_tokens": ["N", extra, channels], rows: ["N", h * w, channels],
+                   flat: ["N", h * w, channels]}
+    graph.value_info.extend(helper.make_tensor_value_info(tensor, TensorProto.FLOAT, dims)
+                            for tensor, dims in shapes.items())
     return name
 
 
@@ -176,9 +181,11 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     tokens, not T (the backward's MLP on T tokens of which T - 1 have a zero gradient cost a third of a
     ViT's backward pass). Returns the number of nodes moved."""
     graph = model.graph
-    constants = {init.name: list(init.dims) for init in graph.initializer}
-    constants |= {node.output[0]: list(node.attribute[0].t.dims) for node in graph.node
-                  if node.op_type == "Constant" and node.attribute[0].name == "value"}
+    scalars = {init.name: int(numpy_helper.to_array(init)) for init in graph.initializer
+               if not init.dims and init.data_type in (TensorProto.INT64, TensorProto.INT32)}
+    scalars |= {node.output[0]: int(numpy_helper.to_array(node.attribute[0].t)) for node in graph.node
+                if node.op_type == "Constant" and node.attribute[0].name == "value" and not node.attribute[0].t.dims
+                and node.attribute[0].t.data_type in (TensorProto.INT64, TensorProto.INT32)}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -187,10 +194,11 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     moved = 0
     for tokens in dict.fromkeys(node.input[0] for node in graph.node if node.op_type == "Gather"):
         picks = readers.get(tokens, [])
-        indices = [_token_index(node, constants, model) for node in picks]
+        indices = [_token_index(node, scalars) for node in picks]
         if not picks or None in indices or len(shapes.get(tokens) or []) != 3 or shapes[tokens][1] is None:
             continue
-        chain = _per_token_chain(tokens, shapes, dependent, made_by, readers, set(map(id, picks)))
+        chain = _per_token_chain(tokens, shapes, dependent, made_by, readers, set(map(id, picks)),
+                                 {value.name for value in graph.output})
         if not chain:
             continue
         first, count = min(indices), max(indices) - min(indices) + 1
@@ -199,21 +207,17 @@ def select_tokens_early(model: onnx.ModelProto, shapes: dict, dependent: set[str
     return moved
 
 
-def _token_index(node: onnx.NodeProto, constants: dict, model: onnx.ModelProto) -> int | None:
-    """The token a Gather along axis 1 at a constant 0-d index selects, else None."""
+def _token_index(node: onnx.NodeProto, scalars: dict[str, int]) -> int | None:
+    """The token a Gather along axis 1 at a constant 0-d index >= 0 selects, else None."""
     axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
-    if node.op_type != "Gather" or axis != 1 or constants.get(node.input[1]) != []:
-        return None
-    value = next((numpy_helper.to_array(source) for source in
-                  [*[i for i in model.graph.initializer if i.name == node.input[1]],
-                   *[n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.output[0] == node.input[1]]]),
-                 None)
-    return None if value is None or int(value) < 0 else int(value)
+    index = scalars.get(node.input[1]) if node.op_type == "Gather" and axis == 1 else None
+    return index if index is not None and index >= 0 else None
 
 
-def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: dict, readers: dict, picks: set[int]) -> list[onnx.NodeProto]:
+def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: dict, readers: dict, picks: set[int],
+                     outputs: set[str]) -> list[onnx.NodeProto]:
     """The per-token nodes before `tokens` (back through per-token nodes) whose outputs only they and the
-    picks read, in graph order; [] where the node making `tokens` is not one of them."""
+    picks read (no graph output), in graph order; [] where the node making `tokens` is not one of them."""
     chain: dict[int, onnx.NodeProto] = {}
     wanted = [tokens]
     while wanted:
@@ -223,8 +227,8 @@ def _per_token_chain(tokens: str, shapes: dict, dependent: set[str], made_by: di
             wanted.extend(name for name in node.input if name in dependent)
     settled = False
     while not settled:  # drop nodes read from outside, until none is (their readers then read them whole)
-        outside = [key for key, node in chain.items()
-                   if any(id(reader) not in chain and id(reader) not in picks for reader in readers.get(node.output[0], []))]
+        outside = [key for key, node in chain.items() if node.output[0] in outputs or any(
+            id(reader) not in chain and id(reader) not in picks for reader in readers.get(node.output[0], []))]
         settled = not outside
         for key in outside:
             del chain[key]

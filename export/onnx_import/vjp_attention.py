@@ -1,5 +1,5 @@
 """Vector-Jacobian products for the ops of transformer blocks, registered into `vjp.REGISTRY`: Gather at
-constant positions (a Pad instead of vjp.py's general scatter), Slice (the
+constant positions (a Pad instead of vjp.py's general scatter), Pad (Swin's windows), Slice (the
 class token, strided patch merging), GELU (the `Gelu` op, opset 20, exact and tanh forms; the Erf form is
 Div, Erf, Add, Mul, each already a rule), Cast between floats, Pow with a constant exponent (decomposed
 LayerNorm, tanh GELU), Expand, ReduceSum, Where. Attention itself is MatMul with two variable operands and
@@ -34,6 +34,8 @@ def _slice(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[i
     x = node.input[0]
     shape = e.shape(x)
     rank = len(shape)
+    if e.value(node.input[1]) is None or e.value(node.input[2]) is None:
+        return {0: _slice_computed(e, node, g)}
     starts, ends = _constant(e, node, 1, "starts"), _constant(e, node, 2, "ends")
     axes = _constant(e, node, 3, "axes")
     steps = _constant(e, node, 4, "steps")
@@ -67,6 +69,49 @@ def _slice(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[i
             pads[axis], pads[rank + axis] = begin, after
             g = e.op("Pad", g, e.const(pads, np.int64))
     return {0: g}
+
+
+def _slice_computed(e: Emitter, node: onnx.NodeProto, g: str) -> str:
+    """Slice with starts or ends computed from shapes (Swin's crop after padding) and steps of 1: g padded
+    with zeros by the clamped start before and the size minus the clamped end after, computed in the graph."""
+    rank = len(e.shape(node.input[0]))
+    axes = _constant(e, node, 3, "axes")
+    steps = _constant(e, node, 4, "steps")
+    if axes is None or (steps is not None and set(steps.tolist()) != {1}):
+        raise _refuse(node, "starts or ends that are not constants, with default axes or steps other than 1")
+    axes = [int(a) % rank for a in axes]
+    sizes = e.op("Gather", e.op("Shape", node.input[0]), e.const(axes, np.int64))
+
+    def clamped(name: str) -> str:  # a negative bound counts from the end; then within 0..size
+        bound = e.op("Cast", name, to=TensorProto.INT64)
+        bound = e.op("Where", e.op("Less", bound, e.const(0, np.int64)), e.op("Add", bound, sizes), bound)
+        return e.op("Max", e.op("Min", bound, sizes), e.const(0, np.int64))
+
+    begin = clamped(node.input[1])
+    after = e.op("Sub", sizes, e.op("Max", clamped(node.input[2]), begin))
+    pick = lambda vector, k: e.op("Slice", vector, e.const([k], np.int64), e.const([k + 1], np.int64))  # noqa: E731
+    zero = e.const([0], np.int64)
+    pads = [pick(begin, axes.index(a)) if a in axes else zero for a in range(rank)]
+    pads += [pick(after, axes.index(a)) if a in axes else zero for a in range(rank)]
+    return e.op("Pad", g, e.op("Concat", *pads, axis=0))
+
+
+@rule("Pad")
+def _pad(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dict[int, str]:
+    """Constant-mode Pad by pads >= 0 (constant, or computed from shapes: Swin's pad to a multiple of its
+    window, where torch's pads are never negative): g sliced back from the begin pads, x's size along each
+    axis."""
+    mode = attributes(node).get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or (len(node.input) > 3 and node.input[3]):
+        raise _refuse(node, "only constant-mode padding of every axis is differentiated")
+    rank = len(e.shape(node.input[0]))
+    pads = e.value(node.input[1])
+    if pads is not None and (np.ravel(pads) < 0).any():
+        raise _refuse(node, "negative pads")
+    begin = e.op("Slice", e.op("Cast", node.input[1], to=TensorProto.INT64), e.const([0], np.int64),
+                 e.const([rank], np.int64))
+    end = e.op("Add", begin, e.op("Shape", node.input[0]))
+    return {0: e.op("Slice", g, begin, end, e.const(list(range(rank)), np.int64))}
 
 
 @rule("Gather")
