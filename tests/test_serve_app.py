@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import hashlib
 import io
 import os
 import threading
@@ -82,7 +83,13 @@ def test_explain_raw_body_equals_the_explainer(client, explainer):
     assert len(document["predictions"]) == len(document["maps"]) == 2
     assert document["predictions"][0]["label"] == "red"
     assert_matches(document, expected)
-    assert document["model"] == {"sha256": "0" * 64, "layer": "average_pool", "weights": explainer.card.weights}
+    assert document["model"] == {
+        "file_sha256": hashlib.sha256(open(explainer.model_path, "rb").read()).hexdigest(),
+        "weights_sha256": "0" * 64,
+        "sha256": "0" * 64,
+        "layer": "average_pool",
+        "weights": explainer.card.weights,
+    }
     assert "heatmap_png" not in document["maps"][0] and "overlay_png" not in document["maps"][0]
 
 
@@ -223,7 +230,7 @@ def test_queue_full_is_503_and_timeout_is_504(model_path):
         while not gated.entered.is_set():  # the first request holds the worker
             await asyncio.sleep(0.01)
         queued = asyncio.ensure_future(post_all(app, [(image, "")]))
-        while service.batcher.depth < 1:  # the second waits in the queue
+        while service.lanes.depth < 1:  # the second waits in the queue
             await asyncio.sleep(0.01)
         refused = await post_all(app, [(image, "")] * 2)
         gated.gate.set()
