@@ -148,6 +148,6 @@ def check_image(plan: Plan, pixels: int, limits: Limits) -> None:
         raise HTTPError(
             413,
             "output_too_large",
-            f"{plan.maps} maps x {len(plan.include)} image(s) x {pixels} pixels = {output / 1e6:.1f} Mpx asked back: "
-            f"over the limit of {limits.max_output_mpx:g} Mpx per request (--max-output-mpx); ask fewer maps or images, or send a smaller image",
+            f"{plan.maps} maps x {len(plan.include)} image(s) x {pixels} pixels = {output} pixels asked back: over the limit of "
+            f"{limits.max_output_pixels} ({limits.max_output_mpx:g} Mpx, --max-output-mpx) per request; ask fewer maps or images, or send a smaller image",
         )
