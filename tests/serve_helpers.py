@@ -1,5 +1,6 @@
 """Helpers for the serve tests: a small photo-like PNG, a server subprocess on a free port."""
 
+import asyncio
 import io
 import os
 import socket
@@ -7,8 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import numpy as np
@@ -16,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 from PIL import Image
 
+from runtime.methods import METHODS
 from tests.fake_model import blob_image, write_fake_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +117,128 @@ def write_slow_model(path: Path, convolutions: int = 4, channels: int = 256) -> 
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/PID/status memory field in KiB: VmRSS (now) or VmHWM (peak)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field}")
+
+
+async def raw_request(url: str, head: bytes, body: bytes = b"", wait_s: float = 0.0) -> bytes:
+    """Send `head` and `body` on a new connection, wait `wait_s`, then read what came back (at most
+    64 KiB, 5 s) and close: the building block of the slow and vanishing clients below."""
+    address = urlparse(url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        writer.write(head + body)
+        await asyncio.wait_for(writer.drain(), 10)
+        await asyncio.sleep(wait_s)
+        return await asyncio.wait_for(reader.read(65536), 5) if wait_s >= 0 else b""
+    except (OSError, asyncio.TimeoutError):
+        return b""
+    finally:
+        writer.close()
+
+
+def post_head(path: str, length: int, content_type: str = "image/png") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+async def slow_headers(url: str, stop: asyncio.Event) -> None:
+    """A client that sends its request head one byte a second, reconnecting when dropped."""
+    address = urlparse(url)
+    head = post_head("/v1/explain", 100)
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(address.hostname, address.port)
+            for byte in head:
+                if stop.is_set():
+                    break
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(1)
+            writer.close()
+        except OSError:
+            await asyncio.sleep(0.1)
+
+
+async def held_body(url: str, stop: asyncio.Event, declared: int, sent: int) -> None:
+    """A client that declares `declared` bytes, sends `sent` of them and waits."""
+    while not stop.is_set():
+        await raw_request(url, post_head("/v1/explain", declared), b"\0" * sent, wait_s=2)
+
+
+async def vanishing(url: str, stop: asyncio.Event, image: bytes) -> None:
+    """A client that sends a whole request, or half a body, and closes without reading."""
+    while not stop.is_set():
+        await raw_request(url, post_head("/v1/explain?method=scorecam", len(image)), image, wait_s=-1)
+        await raw_request(url, post_head("/v1/explain", len(image)), image[: len(image) // 2], wait_s=-1)
+        await asyncio.sleep(0.05)
+
+
+async def heavy_and_bad(url: str, stop: asyncio.Event, big: bytes, image: bytes) -> list[int]:
+    """Requests of issue 23's items 1, 3 and 6 one after another: all the maps and images of a
+    2000 x 2000 image (refused), as much as the budget lets through, Score-CAM with aug_smooth,
+    and a multipart body without its boundary. Returns their statuses."""
+    statuses = []
+    every_method = ",".join(METHODS)
+    asks = [
+        (f"/v1/explain?method={every_method}&explain_top=4&include=overlay,heatmap", big, "image/png"),
+        ("/v1/explain?explain_top=4&include=overlay,heatmap", big, "image/png"),
+        ("/v1/explain?method=scorecam&aug_smooth=1&explain_top=4", image, "image/png"),
+        ("/v1/explain", b"--x\r\n\r\n", "multipart/form-data"),
+    ]
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            for path, body, content_type in asks:
+                try:
+                    response = await client.post(path, content=body, headers={"Content-Type": content_type})
+                    statuses.append(response.status_code)
+                except httpx.TransportError:
+                    statuses.append(-1)
+    return statuses
+
+
+async def well_behaved(url: str, stop: asyncio.Event, image: bytes, seconds: list[float], statuses: list[int]) -> None:
+    """A client like the page: one image, top 3, its overlay back; one request after another."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            response = await client.post("/v1/explain?top_k=3&include=overlay", content=image, headers={"Content-Type": "image/png"})
+            seconds.append(time.perf_counter() - started)
+            statuses.append(response.status_code)
+
+
+async def timed_clients(url: str, image: bytes, clients: int, duration_s: float, abuse: Callable[[asyncio.Event], list] | None = None):
+    """`clients` well-behaved clients for `duration_s`, alongside the coroutines `abuse(stop)`
+    returns: (well-behaved latencies in s, their statuses, the abusers' results)."""
+    stop = asyncio.Event()
+    seconds: list[float] = []
+    statuses: list[int] = []
+    tasks = [asyncio.ensure_future(well_behaved(url, stop, image, seconds, statuses)) for _ in range(clients)]
+    abusers = [asyncio.ensure_future(coroutine) for coroutine in (abuse(stop) if abuse else [])]
+    await asyncio.sleep(duration_s)
+    stop.set()
+    await asyncio.gather(*tasks)
+    results = await asyncio.gather(*abusers, return_exceptions=True)
+    return seconds, statuses, results
+
+
+def abusers(url: str, slow: int = 8, held: int = 8, held_mb: float = 19.0, declared_mb: float = 20.0):
+    """The mixed abuse of issue 23's adversarial test, as a function of the stop event."""
+    big = png_bytes(np.zeros((2000, 2000, 3), np.uint8))
+    image = red_blob_png(64, 64)
+
+    def start(stop: asyncio.Event) -> list:
+        return (
+            [slow_headers(url, stop) for _ in range(slow)]
+            + [held_body(url, stop, int(declared_mb * 2**20), int(held_mb * 2**20)) for _ in range(held)]
+            + [vanishing(url, stop, image) for _ in range(2)]
+            + [heavy_and_bad(url, stop, big, image) for _ in range(2)]
+        )
+
+    return start
