@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime import Explainer
 from runtime.methods import METHODS
-from tests.serve_helpers import abusers, memory_kib, png_bytes, red_blob_png, server_process, timed_clients
+from tests.serve_helpers import abuse_process, memory_kib, png_bytes, red_blob_png, server_process, timed_clients
 
 CONCURRENCY = (1, 8, 32, 200)
 WELL_BEHAVED = 8
@@ -89,8 +89,10 @@ def abuse_table(model: Path, abuse_s: float) -> list[str]:
     """Well-behaved clients alone, then under abuse; peak RSS; SIGTERM time. Default limits but --timeout-s 10."""
     image = red_blob_png(64, 64)
     with server_process(model, "--timeout-s", "10", "--quiet") as (process, url):
-        alone, alone_statuses, _ = asyncio.run(timed_clients(url, image, WELL_BEHAVED, 5))
-        loaded, statuses, _ = asyncio.run(timed_clients(url, image, WELL_BEHAVED, abuse_s, abusers(url)))
+        alone, alone_statuses = asyncio.run(timed_clients(url, image, WELL_BEHAVED, 5))
+        with abuse_process(url, abuse_s + 1) as abusive_statuses:
+            loaded, statuses = asyncio.run(timed_clients(url, image, WELL_BEHAVED, abuse_s))
+            abusive_statuses()
         peak_mib = memory_kib(process.pid, "VmHWM") / 1024
         started = time.perf_counter()
         process.send_signal(signal.SIGTERM)

@@ -2,15 +2,16 @@
 
 import asyncio
 import io
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -213,32 +214,55 @@ async def well_behaved(url: str, stop: asyncio.Event, image: bytes, seconds: lis
             statuses.append(response.status_code)
 
 
-async def timed_clients(url: str, image: bytes, clients: int, duration_s: float, abuse: Callable[[asyncio.Event], list] | None = None):
-    """`clients` well-behaved clients for `duration_s`, alongside the coroutines `abuse(stop)`
-    returns: (well-behaved latencies in s, their statuses, the abusers' results)."""
+async def timed_clients(url: str, image: bytes, clients: int, duration_s: float) -> tuple[list[float], list[int]]:
+    """`clients` well-behaved clients for `duration_s`: their latencies in s and their statuses."""
     stop = asyncio.Event()
     seconds: list[float] = []
     statuses: list[int] = []
     tasks = [asyncio.ensure_future(well_behaved(url, stop, image, seconds, statuses)) for _ in range(clients)]
-    abusers = [asyncio.ensure_future(coroutine) for coroutine in (abuse(stop) if abuse else [])]
     await asyncio.sleep(duration_s)
     stop.set()
     await asyncio.gather(*tasks)
-    results = await asyncio.gather(*abusers, return_exceptions=True)
-    return seconds, statuses, results
+    return seconds, statuses
 
 
-def abusers(url: str, slow: int = 8, held: int = 8, held_mb: float = 19.0, declared_mb: float = 20.0):
-    """The mixed abuse of issue 23's adversarial test, as a function of the stop event."""
+async def abuse(url: str, duration_s: float, slow: int = 8, held: int = 8, held_mb: float = 19.0, declared_mb: float = 20.0) -> list[int]:
+    """Issue 23's mixed abuse for `duration_s`: `slow` slow-header clients, `held` clients holding
+    `held_mb` of a declared `declared_mb` body, two vanishing clients, two sending the heavy and
+    bad requests. Returns the statuses the heavy and bad requests got."""
     big = png_bytes(np.zeros((2000, 2000, 3), np.uint8))
     image = red_blob_png(64, 64)
+    stop = asyncio.Event()
+    tasks = (
+        [slow_headers(url, stop) for _ in range(slow)]
+        + [held_body(url, stop, int(declared_mb * 2**20), int(held_mb * 2**20)) for _ in range(held)]
+        + [vanishing(url, stop, image) for _ in range(2)]
+        + [heavy_and_bad(url, stop, big, image) for _ in range(2)]
+    )
+    running = [asyncio.ensure_future(task) for task in tasks]
+    await asyncio.sleep(duration_s)
+    stop.set()
+    results = await asyncio.gather(*running, return_exceptions=True)
+    return [status for result in results if isinstance(result, list) for status in result]
 
-    def start(stop: asyncio.Event) -> list:
-        return (
-            [slow_headers(url, stop) for _ in range(slow)]
-            + [held_body(url, stop, int(declared_mb * 2**20), int(held_mb * 2**20)) for _ in range(held)]
-            + [vanishing(url, stop, image) for _ in range(2)]
-            + [heavy_and_bad(url, stop, big, image) for _ in range(2)]
-        )
 
-    return start
+def _abuse_process(url: str, duration_s: float, started: Any, results: Any) -> None:
+    started.set()
+    results.put(asyncio.run(abuse(url, duration_s)))
+
+
+@contextmanager
+def abuse_process(url: str, duration_s: float):
+    """`abuse` in a process of its own (its sending would otherwise slow the measuring clients'
+    event loop), started when this yields a function that waits for it and returns the statuses."""
+    context = multiprocessing.get_context("spawn")
+    results, started = context.Queue(), context.Event()
+    process = context.Process(target=_abuse_process, args=(url, duration_s, started, results))
+    process.start()
+    started.wait(timeout=60)
+    try:
+        yield lambda: results.get(timeout=duration_s + 60)
+    finally:
+        process.join(timeout=duration_s + 60)
+        if process.is_alive():
+            process.kill()

@@ -37,7 +37,7 @@ from ..images import decode_image
 from ..methods import METHODS
 from ..png import encode_png
 from ..results import ClassMap, Outcome
-from .batching import Job, Lanes, QueueFull
+from .batching import Job, Lanes, QueueFull, lower_priority
 from .limits import LIGHT_MAX_PIXELS, Limits
 from .plan import HTTPError, Plan, check_image, image_pixels, parse_request
 
@@ -75,7 +75,7 @@ class Service:
         )
         # Images asked back from large originals are drawn one at a time, server-wide: the memory
         # they take is one overlay's, whatever the number of requests.
-        self.render_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxcam-render")
+        self.render_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="onnxcam-render", initializer=lower_priority)
         self.metrics.queue_depth.set_function(lambda: self.lanes.depth)
         self.metrics.stopped.set_function(lambda: self.lanes.stopped_runs)
         self.file_sha256 = file_sha256(explainer.model_path)

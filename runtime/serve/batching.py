@@ -4,6 +4,7 @@ model run, Score-CAM's masked runs included."""
 
 import asyncio
 import copy
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,18 @@ def run_group(explainer: Explainer, jobs: list[Job]) -> list[tuple[Outcome, ...]
         return None
 
 
+HEAVY_NICENESS = 10  # the heavy lane's and render thread's niceness, above the light lane's 0
+
+
+def lower_priority() -> None:
+    """Make the calling thread yield the CPU to the server's other threads (Linux: niceness is
+    per thread). Where that is not possible, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 class Batcher:
     """One lane: gathers up to max_batch_size jobs (or what arrives within max_wait_s of the
     first) and runs them on its own worker thread; each job's future gets its own outcomes or
@@ -122,7 +135,9 @@ class Batcher:
         self.stopped_runs = 0  # groups whose work stopped because every request was gone
         self._queue: asyncio.Queue[Job] | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"onnxcam-{name}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"onnxcam-{name}", initializer=lower_priority if name == "heavy" else None
+        )
 
     @property
     def depth(self) -> int:
