@@ -88,7 +88,7 @@ def test_load_run_no_errors_exact_answers_bounded_memory(model_path):
             await asyncio.gather(*(worker(client, index) for index in range(CONNECTIONS)))
         return rss_after_first[0], rss_bytes(pid)
 
-    with server_process(model_path, "--max-queue", "512", "--max-batch-size", "16", "--max-requests", "256") as (process, url):
+    with server_process(model_path, "--max-queue", "512", "--max-batch-size", "16", "--max-requests", "256", "--keep-alive-s", "60") as (process, url):
         first, last = asyncio.run(run(url, process.pid))
         metrics = httpx.get(f"{url}/metrics").text
     assert failures == []

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import OnnxcamError
-from ..explainer import Explainer
-from .limits import Limits
+from .limits import Limits, explainer_for
 
 SERVE_HINT = 'the server needs the serve extra; install it with: pip install "onnxcam[serve]"'
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -43,6 +42,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--max-body-mb", type=float, default=DEFAULTS.max_body_mb, help="largest request body, MiB (413 over it)")
     add("--max-pixels", type=int, default=DEFAULTS.max_pixels, help="largest image, pixels (413 over it)")
     add("--max-maps", type=int, default=DEFAULTS.max_maps, help="maps per request: methods x explained classes (422 over it)")
+    add("--max-channels", type=int, default=DEFAULTS.max_channels,
+        help="Score-CAM re-runs the model for at most this many channels per image (its cost: ~this / --max-batch-size runs)")
     add("--max-output-mpx", type=float, default=DEFAULTS.max_output_mpx,
         help="images asked back per request (include=overlay,heatmap), maps x images x image pixels, in Mpx (413 over it)")
     add("--timeout-s", type=float, default=DEFAULTS.timeout_s,
@@ -69,7 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-COUNTS = ("max_batch_size", "max_queue", "max_pixels", "max_maps", "max_requests", "max_connections", "replicas")
+COUNTS = ("max_batch_size", "max_queue", "max_pixels", "max_maps", "max_channels", "max_requests", "max_connections", "replicas")
 POSITIVE = ("max_body_mb", "max_output_mpx", "timeout_s", "header_timeout_s", "body_timeout_s", "keep_alive_s")
 
 
@@ -104,6 +105,7 @@ def limits_of(args: argparse.Namespace) -> Limits:
         max_body_mb=args.max_body_mb,
         max_pixels=args.max_pixels,
         max_maps=args.max_maps,
+        max_channels=args.max_channels,
         max_output_mpx=args.max_output_mpx,
         timeout_s=args.timeout_s,
         max_requests=args.max_requests,
@@ -143,7 +145,7 @@ def serve_uvicorn(args: argparse.Namespace, limits: Limits) -> None:
     from .app import Service, create_app
     from .server import Server, config_for
 
-    explainer = Explainer(args.model, device=args.device, batch_size=limits.max_batch_size, max_pixels=limits.max_pixels)
+    explainer = explainer_for(args.model, args.device, limits)
     app = create_app(Service(explainer, limits), access_log=not args.quiet)
     url = f"http://{args.host}:{args.port}/"
     # uvicorn re-raises SIGTERM to the handler it found once it has drained: that must not kill the process.

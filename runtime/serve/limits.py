@@ -7,6 +7,10 @@ what they hold together: bodies in memory <= max_requests x max_body_mb.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..explainer import Explainer
 
 # Images up to this size are light work: decoded, explained and drawn in milliseconds. Larger
 # images, Score-CAM and aug_smooth go to the heavy lane, so that they never delay light requests.
@@ -21,6 +25,7 @@ class Limits:
     max_body_mb: float = 20.0
     max_pixels: int = 16_000_000
     max_maps: int = 16  # methods x explained classes, per request
+    max_channels: int = 256  # Score-CAM's model runs per image (the runtime's default)
     max_output_mpx: float = 64.0  # overlays and heatmaps asked back x image pixels, per request
     timeout_s: float = 30.0  # queue and model time of one request; also the SIGTERM drain bound
     max_requests: int = 32  # explain requests in flight (reading, queued, answering): over it, 503
@@ -46,6 +51,16 @@ class Limits:
             "max_body_bytes": self.max_body_bytes,
             "max_pixels": self.max_pixels,
             "max_maps": self.max_maps,
+            "max_channels": self.max_channels,
             "max_output_pixels": self.max_output_pixels,
             "timeout_s": self.timeout_s,
         }
+
+
+def explainer_for(model_path: str, device: str, limits: Limits) -> "Explainer":
+    """The server's Explainer: runs of at most max_batch_size images, max_pixels, max_channels."""
+    from ..explainer import Explainer
+
+    return Explainer(
+        model_path, device=device, batch_size=limits.max_batch_size, max_pixels=limits.max_pixels, max_channels=limits.max_channels
+    )
