@@ -6,7 +6,7 @@ Without --model it times the tiny test model (tests/fake_model.py). Prints three
    32 clients >= 0.9x in-process batch-8 throughput; 1 client p50 <= in-process p50 + 10%);
 2. 8 well-behaved clients alone, then beside --abuse-s seconds of issue 23's mixed abuse, on a
    server with the default limits: their p50/p99, the server's peak RSS (VmHWM) against the bound
-   in docs/serve.md, and how long SIGTERM took;
+   in docs/serve.md, and how long SIGTERM took; then the worst case of the default limits' memory;
 3. one request alone per CAM method (Score-CAM's cost).
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 
 from runtime import Explainer
 from runtime.methods import METHODS
-from tests.serve_helpers import abuse_process, memory_kib, png_bytes, red_blob_png, server_process, timed_clients
+from runtime.serve.limits import Limits
+from tests.serve_helpers import abuse_process, held_body, memory_kib, png_bytes, red_blob_png, server_process, timed_clients
 
 CONCURRENCY = (1, 8, 32, 200)
 WELL_BEHAVED = 8
@@ -111,6 +112,33 @@ def abuse_table(model: Path, abuse_s: float) -> list[str]:
     ]
 
 
+async def fill(url: str, held: int) -> int:
+    """`held` clients each holding 19.9 of a declared 20 MiB body, and beside them the largest
+    request the default budget lets through (16 Mpx, 4 maps, their overlays: 64 Mpx back)."""
+    big = png_bytes(np.zeros((4000, 4000, 3), np.uint8))
+    stop = asyncio.Event()
+    holders = [asyncio.ensure_future(held_body(url, stop, 20 * 2**20, int(19.9 * 2**20))) for _ in range(held)]
+    await asyncio.sleep(3)
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        response = await client.post("/v1/explain?explain_top=4&include=overlay", content=big)
+    stop.set()
+    await asyncio.gather(*holders)
+    return response.status_code
+
+
+def worst_case_line(model: Path) -> str:
+    """Peak RSS with every in-flight slot but one holding a full body, and the largest request."""
+    limits = Limits()
+    with server_process(model, "--quiet") as (process, url):
+        base = memory_kib(process.pid) / 1024
+        status = asyncio.run(fill(url, limits.max_requests - 1))
+        peak = memory_kib(process.pid, "VmHWM") / 1024
+    return (
+        f"worst case, default limits: {limits.max_requests - 1} bodies of 19.9 MiB held and one 16 Mpx request with "
+        f"4 overlays back (status {status}): peak RSS {peak:.0f} MiB, {base:.0f} MiB at rest (bound {RSS_BOUND_MIB} MiB)"
+    )
+
+
 def methods_table(model: Path) -> list[str]:
     """One 224 x 224 request alone per method, the median of three."""
     image = png_bytes(np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8))
@@ -140,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             model = write_fake_model(Path(folder) / "fake.onnx")
         lines = [f"model: {model}", ""]
         lines += throughput_table(model, args.requests) + [""]
-        lines += abuse_table(model, args.abuse_s) + [""]
+        lines += abuse_table(model, args.abuse_s) + [worst_case_line(model), ""]
         lines += methods_table(model)
     print("\n".join(lines))
     return 0
