@@ -33,7 +33,8 @@ HEADER = """# onnxcam benchmarks
 Written by `python -m benchmarks` (`--quick` for a run under 5 minutes on 2 cores; `--device cuda`
 on a GPU with onnxruntime-gpu). One section per device; each section is one run on one machine,
 and every figure in it was measured in that run (a run rewrites its own device's section only).
-Raw figures: `benchmarks/results.json` (CPU), `benchmarks/results-cuda.json` (GPU).
+Raw figures: `benchmarks/results.json` (CPU), and `benchmarks/results-cuda.json` (GPU) once a
+`--device cuda` run has written it.
 
 Other benchmarks, each with its own page, command, date and machine:
 [benchmarks/all_models.md](benchmarks/all_models.md) (every built-in model exported and timed,

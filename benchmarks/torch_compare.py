@@ -149,7 +149,7 @@ UNCHECKED = (
     "import sys, export.onnx_import.build as b; "
     "b.self_check = lambda *a, **k: {'reference': 'skipped by benchmarks.torch_compare', "
     "'outputs': {'gradients': {'relative': float('nan'), 'limit': 1.0}}}; "
-    "from export.onnx_import.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    "from export.build import main; raise SystemExit(main(sys.argv[1:]))"
 )
 
 

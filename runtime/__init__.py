@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .methods import METHODS
     from .model_card import ModelCard
     from .results import ClassMap, Explanation, Outcome, Prediction
+    from .targets import Targets
 
 _LAZY = {
     "DEFAULT_MAX_PIXELS": ".images",
@@ -27,6 +28,7 @@ _LAZY = {
     "ModelCard": ".model_card",
     "Outcome": ".results",
     "Prediction": ".results",
+    "Targets": ".targets",
 }
 
 __all__ = sorted([*_LAZY, "ImageError", "ModelError", "OnnxcamError", "UsageError"])

@@ -3,40 +3,34 @@
 import argparse
 import collections
 import contextlib
-import json
 import os
-import re
-import signal
 import sys
-import threading
-import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TextIO
 
-import numpy as np
-
+from . import commandline
+from .commandline import (
+    EXIT_CANNOT_START,
+    EXIT_CODES_HELP,
+    EXIT_FAILED,
+    EXIT_OK,
+    OneLineParser,
+    method_list,  # noqa: F401 (runtime.batch imports it from here until it adopts runtime.commandline)
+    write_line,
+)
 from .errors import ModelError, UsageError, one_line
-from .explainer import Explainer
-from .images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from .methods import DEFAULT_MAX_CHANNELS, METHODS
-from .render import contact_sheet, encoded_image, npy_parts
-from .render import overlay as render_overlay
-from .results import ClassMap, Explanation, Outcome
-from .session import DEVICES
-from .writer import DEFAULT_NAME_MAX, LONGEST_SUFFIX, Buffer, name_max, probe_folder, shortened, write_set
+from .images import IMAGE_SUFFIXES
+from .model_card import ModelCard
+from .naming import LONGEST_SUFFIX, name_max, output_stems
+from .outputs import OutputOptions, write_image
+from .reporting import format_result, progress_bar
+from .results import Explanation, Outcome
+from .targets import DEFAULT_METHOD, Targets
+from .writer import probe_folder
 
-EXIT_OK = 0
-EXIT_IMAGE_FAILED = 1
-EXIT_CANNOT_START = 2
-EXIT_INTERRUPTED = 130
-EXIT_PIPE_CLOSED = 141
-EXIT_TERMINATED = 143
-DEFAULT_TOP_K = 3
+PROG = "onnxcam"
 PROGRESS_MIN_IMAGES = 4
 WRITER_THREADS = 2  # encode and write while the model runs the next batch
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 EPILOG = f"""\
 outputs, per image and explained class (each image's files appear all together or not at all):
@@ -53,27 +47,14 @@ durability:
   files are written under temporary names (.onnxcam-*.tmp) and renamed into place, so a reader
   never sees a partial file; an image whose files cannot all be written (disk full) leaves none.
   Files are not fsynced: a power cut can lose the outputs of the last few seconds (the system's
-  write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one
-exit codes:
-  {EXIT_OK}  every image succeeded
-  {EXIT_IMAGE_FAILED}  at least one image failed (one line each on stderr); the others were written
-  {EXIT_CANNOT_START}  the run could not start: bad arguments, missing or invalid model, --out not
-     writable, CUDA unavailable, class index or top-k out of range
-  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
-  {EXIT_PIPE_CLOSED}  stdout was closed by its reader (e.g. | head): the run stopped quietly
-  {EXIT_TERMINATED}  terminated (SIGTERM); images being written were finished, nothing half-written"""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line, like every other error."""
-
-    def error(self, message: str) -> None:
-        self.exit(EXIT_CANNOT_START, f"onnxcam: arguments: {message} (see --help)\n")
+  write-back delay), never corrupt older ones; run `sync` afterwards if they must survive one.
+  On Ctrl-C or SIGTERM the images being written are finished: nothing is left half-written
+{EXIT_CODES_HELP}"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="onnxcam",
+        prog=PROG,
         description="Grad-CAM heatmaps and top-k predictions from an onnxcam .onnx model.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -81,58 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "inputs", nargs="+", metavar="IMAGE", help="image files, or folders to search for them"
     )
-    parser.add_argument("--model", required=True, help="the .onnx file written by python -m export.build")
-    parser.add_argument("--out", default="out", help="output folder (default: out)")
-    parser.add_argument(
-        "--top-k", type=int, help=f"predictions to report (default: {DEFAULT_TOP_K})"
-    )
-    parser.add_argument(
-        "--explain-top",
-        type=int,
-        metavar="N",
-        help="write maps for the N most probable classes (default: 1, the predicted class)",
-    )
-    parser.add_argument(
-        "--class",
-        dest="class_index",
-        type=int,
-        nargs="+",
-        action="extend",
-        metavar="N",
-        help="write maps for these class indices instead",
-    )
-    parser.add_argument(
-        "--device", choices=DEVICES, default="auto", help="auto = CUDA when available (default)"
-    )
-    parser.add_argument("--batch-size", type=int, default=8, help="images per model run (default: 8)")
+    commandline.add_model(parser)
+    commandline.add_out(parser, default="out")
+    commandline.add_targets(parser)
+    commandline.add_session(parser)
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"refuse larger images (default: {DEFAULT_MAX_PIXELS})",
-    )
-    parser.add_argument(
-        "--method",
-        type=method_list,
-        default=["gradcam"],
-        metavar="M[,M...]",
-        help=f"CAM methods, comma-separated: {', '.join(METHODS)} (default: gradcam)",
-    )
-    parser.add_argument(
-        "--aug-smooth", action="store_true", help="average over horizontal flips x intensity 0.9/1/1.1"
-    )
-    parser.add_argument(
-        "--eigen-smooth",
-        action="store_true",
-        help="first principal component of the weighted activations instead of their sum",
-    )
-    parser.add_argument(
-        "--max-channels",
-        type=int,
-        default=DEFAULT_MAX_CHANNELS,
-        help=f"scorecam: model runs per image, for the most active channels (default: {DEFAULT_MAX_CHANNELS})",
-    )
+    commandline.add_method_options(parser)
     parser.add_argument(
         "--overlay-format",
         choices=("png", "jpg", "webp"),
@@ -153,96 +88,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def method_list(text: str) -> list[str]:
-    """'gradcam,scorecam' -> ['gradcam', 'scorecam']; each a known method, none twice."""
-    methods = [name.strip() for name in text.split(",")]
-    unknown = [name for name in methods if name not in METHODS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown method {unknown[0]!r} (use {', '.join(METHODS)})")
-    if len(set(methods)) != len(methods):
-        raise argparse.ArgumentTypeError(f"a method given twice in {text!r}")
-    return methods
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Never lets a traceback out."""
-    warnings.showwarning = _warning_on_one_line
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else EXIT_CANNOT_START
-    previous = _handle_sigterm()
-    try:
-        return run(args)
-    except Terminated:
-        _report("terminated")
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        _report("interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. --json | head: the reader has gone; nothing more to say
-        _silence_stdout()
-        return EXIT_PIPE_CLOSED
-    except Exception as error:  # the last guard: one line, never a traceback
-        _report(f"unexpected error: {type(error).__name__}: {one_line(error)}")
-        return EXIT_CANNOT_START
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    return commandline.run_main(PROG, build_parser(), run, argv)
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command, once its arguments are parsed: explain each image, write its files, print it."""
     sources, empty_folders = collect_images(args.inputs)
+    started = start(args, sources)
+    if started is None:
+        return EXIT_CANNOT_START
+    card, targets, outcomes = started
+    for folder in empty_folders:
+        _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+    options = OutputOptions(
+        args.out, targets.methods != (DEFAULT_METHOD,), targets.classes is not None,
+        args.overlay_format, args.heatmaps, args.grid,
+    )
+    failures = len(empty_folders) + write_and_report(args, sources, outcomes, options, card)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def start(args: argparse.Namespace, sources: list[str]) -> tuple[ModelCard, Targets, Iterator] | None:
+    """Check --out, load the model, check the targets and say what runs; None (after one line)
+    if the run cannot start. The output folder is checked before the model loads, and removed
+    again if this created it and the run cannot start."""
     try:
         created = probe_folder(args.out)
     except OSError as error:
         _report(f"{args.out}: cannot write to the output folder ({error.strerror or one_line(error)}); "
                 "choose another --out")
-        return EXIT_CANNOT_START
+        return None
     try:
-        explainer = Explainer(
-            args.model,
-            args.device,
-            args.batch_size,
-            args.max_pixels,
-            args.method[0],
-            args.aug_smooth,
-            args.eigen_smooth,
-            args.max_channels,
-        )
-        top_k = args.top_k if args.top_k is not None else min(DEFAULT_TOP_K, explainer.card.num_classes)
-        if args.explain_top is not None and args.class_index is not None:
-            raise UsageError("--explain-top and --class: give one of them")
-        explain_top = args.explain_top if args.explain_top is not None else 1
-        outcomes = explainer.explain_methods(sources, args.method, top_k, args.class_index, explain_top)
+        explainer = commandline.explainer_from_args(args)
+        targets = commandline.targets_from_args(args, explainer.card)
+        outcomes = explainer.explain_targets(sources, targets)
     except (ModelError, UsageError) as error:
         _report(str(error))
         if created:
             os.rmdir(args.out)
-        return EXIT_CANNOT_START
+        return None
     card = explainer.card
     if card.random_weights:
         _report(f"warning: {args.model} was exported with random weights "
                 f"({card.weights.get('source', 'none')}): its predictions and maps mean nothing")
-    weights = {"source": card.weights.get("source"), "random": card.random_weights}
     layers = f"layer {card.layer}" if len(card.layers) == 1 else f"layers {', '.join(card.layers)}"
-    _report(f"{args.model}: {card.model}, {layers}, {', '.join(args.method)} on {explainer.provider}")
-    for folder in empty_folders:
-        _report(f"{folder}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
-    options = OutputOptions(
-        args.out, args.method != ["gradcam"], args.class_index is not None,
-        args.overlay_format, args.heatmaps, args.grid,
-    )
+    _report(f"{args.model}: {card.model}, {layers}, {', '.join(targets.methods)} on {explainer.provider}")
+    return card, targets, outcomes
+
+
+def write_and_report(
+    args: argparse.Namespace,
+    sources: list[str],
+    outcomes: Iterator[tuple[Outcome, ...]],
+    options: OutputOptions,
+    card: ModelCard,
+) -> int:
+    """Write each explained image's files on WRITER_THREADS threads while the model runs on, and
+    print each image's result, in order, once its files are on disk; returns how many failed."""
     stems = output_stems(sources, name_max(args.out) - LONGEST_SUFFIX)
     show_progress = len(sources) >= PROGRESS_MIN_IMAGES and sys.stderr.isatty()
-    failures = len(empty_folders)
+    failures = 0
     pending: collections.deque[tuple[str, list[Explanation], Future]] = collections.deque()
     pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="onnxcam-writer")
 
@@ -254,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             _report(f"{source}: cannot write outputs ({type(error).__name__}: {one_line(error)})")
             return 1
         try:
-            _write_line(format_result(explanations, files, grid, args.json, weights), sys.stdout)
+            write_line(format_result(explanations, files, grid, args.json, card), sys.stdout)
         except BrokenPipeError:
             raise
         except Exception as error:  # its files are written; only the report failed
@@ -263,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        with _progress_bar(len(sources)) if show_progress else contextlib.nullcontext() as progress:
+        with progress_bar(len(sources)) if show_progress else contextlib.nullcontext() as progress:
             for per_method in _model_runs(outcomes, args.model):
                 if progress is not None:
                     progress.update()
@@ -283,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
                 failures += report_written(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # a set being written is finished whole
-    return EXIT_IMAGE_FAILED if failures else EXIT_OK
+    return failures
 
 
 def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator[tuple[Outcome, ...] | None]:
@@ -298,26 +205,6 @@ def _model_runs(outcomes: Iterator[tuple[Outcome, ...]], model: str) -> Iterator
                     "the images after the last one reported were not explained")
             yield None
             return
-
-
-def _handle_sigterm() -> signal.Handlers | None:
-    """Turn SIGTERM into Terminated (in the main thread only); returns the previous handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, terminate)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass
 
 
 def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -342,178 +229,5 @@ def collect_images(arguments: Sequence[str]) -> tuple[list[str], list[str]]:
     return images, empty_folders
 
 
-def output_stems(sources: Sequence[str], limit: int = DEFAULT_NAME_MAX - LONGEST_SUFFIX) -> dict[str, str]:
-    """Each source's file stem, cut to `limit` bytes; different files with the same stem get -2,
-    -3, ... so that no output overwrites another."""
-    stems: dict[str, str] = {}
-    taken: set[str] = set()
-    for source in sources:
-        if source in stems:
-            continue
-        base = shortened(os.path.splitext(os.path.basename(os.path.normpath(source)))[0] or "image", limit)
-        stem, count = base, 1
-        while stem in taken:
-            count += 1
-            stem = f"{shortened(base, limit - len(str(count)) - 1)}-{count}"
-        stems[source] = stem
-        taken.add(stem)
-    return stems
-
-
-def safe_label(label: str, class_index: int) -> str:
-    """A label usable in a file name: letters, digits, '.', '-', '_' only."""
-    return re.sub(r"[^\w.-]+", "_", label, flags=re.ASCII).strip("._")[:64] or f"class{class_index}"
-
-
-@dataclass(frozen=True)
-class OutputOptions:
-    """What to write per image, and where."""
-
-    folder: str
-    name_method: bool  # put the method in the file names
-    given_classes: bool  # name maps c<N> (classes given) rather than top<k>
-    overlay_format: str  # png, jpg or webp
-    heatmaps: str  # full, low or none
-    grid: bool
-
-
-def write_image(
-    explanations: Sequence[Explanation], stem: str, options: OutputOptions
-) -> tuple[list[list[tuple[str, str | None]]], str | None]:
-    """Write one image's overlays, heatmaps and grid as one set (all or none), each rendered
-    and encoded as it is written; returns per method the (overlay, heatmap or None) paths, and
-    the grid's."""
-    files = [[map_paths(explanation, class_map, stem, options) for class_map in explanation.maps]
-             for explanation in explanations]
-    grid = os.path.join(options.folder, f"{stem}_grid.png") if options.grid else None
-    write_set(encoded_files(explanations, files, grid, options))
-    return files, grid
-
-
-def map_paths(
-    explanation: Explanation, class_map: ClassMap, stem: str, options: OutputOptions
-) -> tuple[str, str | None]:
-    """The (overlay, heatmap or None) paths of one map."""
-    method = f"_{explanation.method}" if options.name_method else ""
-    which = f"c{class_map.class_index}" if options.given_classes else f"top{class_map.rank}"
-    label = safe_label(class_map.label, class_map.class_index)
-    prefix = os.path.join(options.folder, f"{stem}_{which}_{label}{method}")
-    heatmap_path = f"{prefix}_heatmap.npy" if options.heatmaps != "none" else None
-    return f"{prefix}_overlay.{options.overlay_format}", heatmap_path
-
-
-def encoded_files(
-    explanations: Sequence[Explanation],
-    files: Sequence[list[tuple[str, str | None]]],
-    grid: str | None,
-    options: OutputOptions,
-) -> Iterator[tuple[str, Buffer | tuple[Buffer, ...]]]:
-    """(path, data) of each file, made when asked for (data: an encoded file's buffer, or a .npy's
-    header and data as two parts): the decoded image and one full-size map (heatmap, then overlay)
-    at a time, whatever the number of maps."""
-    image = explanations[0].image  # every method explains the same image
-    maps = [(class_map, map_files) for explanation, paths in zip(explanations, files, strict=True)
-            for class_map, map_files in zip(explanation.maps, paths, strict=True)]
-    for position, (class_map, (overlay_path, heatmap_path)) in enumerate(maps, 1):
-        heat = class_map.heatmap
-        if heatmap_path is not None:
-            yield heatmap_path, npy_parts(heat if options.heatmaps == "full" else class_map.cam)
-        overlay = render_overlay(image, heat)
-        del heat
-        if position == len(maps) and grid is None:
-            del image  # not held while the last overlay is encoded
-        yield overlay_path, encoded_image(overlay, options.overlay_format, consume=True)
-        del overlay
-    if grid is not None:
-        yield grid, encoded_image(grid_sheet(explanations, image), "png", consume=True)
-
-
-def grid_sheet(explanations: Sequence[Explanation], image: np.ndarray) -> np.ndarray:
-    """One row per explained class: the image (captioned with the class) then each method's
-    overlay (captioned with the method)."""
-    return contact_sheet([
-        [(class_map.label, image)]
-        + [(explanation.method, render_overlay(image, explanation.maps[k].heatmap)) for explanation in explanations]
-        for k, class_map in enumerate(explanations[0].maps)
-    ])
-
-
-def format_result(
-    explanations: Sequence[Explanation],
-    files: Sequence[list[tuple[str, str | None]]],
-    grid: str | None,
-    as_json: bool,
-    weights: dict | None = None,
-) -> str:
-    """One JSON line, or a short table, for one image explained by one or more methods; the JSON
-    says where the model's weights came from (`weights`: source, random)."""
-    first = explanations[0]
-    maps = [
-        (explanation.method, class_map, overlay, heatmap)
-        for explanation, method_files in zip(explanations, files, strict=True)
-        for class_map, (overlay, heatmap) in zip(explanation.maps, method_files, strict=True)
-    ]
-    if as_json:
-        report = {
-            "image": first.source,
-            "predictions": [
-                {"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions
-            ],
-            "maps": [
-                {
-                    "method": method,
-                    "class_index": m.class_index,
-                    "label": m.label,
-                    "overlay": overlay,
-                    "heatmap": heatmap,
-                    "peak": list(m.peak),
-                }
-                for method, m, overlay, heatmap in maps
-            ],
-        }
-        report["weights"] = weights or {}
-        return json.dumps(report | ({"grid": grid} if grid else {}))
-    width = max(len(p.label) for p in first.predictions + first.maps)
-    lines = [shown(first.source)]
-    lines += [f"  {p.index:>6}  {p.label:<{width}}  {p.probability:7.2%}" for p in first.predictions]
-    tagged = len(explanations) > 1
-    for method, m, overlay, _ in maps:
-        tag = f" {method}" if tagged else ""
-        lines.append(f"  map #{m.rank} {m.label:<{width}}{tag}  peak (x={m.peak[0]}, y={m.peak[1]})  {shown(overlay)}")
-    lines += [f"  grid {shown(grid)}"] if grid else []
-    return "\n".join(lines)
-
-
-def shown(text: str) -> str:
-    """`text` safe to print on one line: bytes that were not UTF-8 as \\xNN, control characters
-    (newlines included) as \\n, \\x1b, ..."""
-    try:
-        readable = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        readable = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return CONTROL_CHARACTERS.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), readable)
-
-
-def _progress_bar(total: int):
-    """A tqdm bar on stderr. tqdm is imported only here, when a bar shows: it takes 35 ms to
-    import, 1.5% of a 32-photo run."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", file=sys.stderr)
-
-
-def _write_line(text: str, file: TextIO) -> None:
-    """Print a line; above the progress bar when one shows (tqdm.write clears and redraws it)."""
-    tqdm = sys.modules.get("tqdm")
-    if tqdm is not None:
-        tqdm.tqdm.write(text, file=file)
-    else:
-        print(text, file=file)
-
-
 def _report(message: str) -> None:
-    _write_line(f"onnxcam: {shown(message)}", sys.stderr)
-
-
-def _warning_on_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    _report(f"warning: {one_line(message)}")
+    commandline.report(PROG, message)

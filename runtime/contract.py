@@ -35,18 +35,18 @@ SCORES = ("logit", "probability")  # what the gradients differentiate: the logit
 ACTIVATIONS = ("softmax", "sigmoid")
 
 META_FORMAT = "onnxcam.format"  # FORMAT
-META_MODEL = "onnxcam.model"  # "resnet50", or the .keras file's name
+META_MODEL = "onnxcam.model"  # "resnet50", or the exported file's name
 META_LABELS = "onnxcam.labels"  # JSON list of class names, index = class
 META_INPUT_SIZE = "onnxcam.input_size"  # JSON [H, W]
 META_PREPROCESSING = "onnxcam.preprocessing"  # caffe | tf | torch | none | "mean [..] std [..]" (in the graph)
-META_LAYER = "onnxcam.layer"  # the Keras layer whose output is feature_maps
+META_LAYER = "onnxcam.layer"  # the layer (Keras) or tensor (ONNX import) whose output is feature_maps
 META_LAYERS = "onnxcam.layers"  # JSON list of all target layers; [0] is META_LAYER
 META_SCORE = "onnxcam.score"  # one of SCORES
 # Optional (files written before it say nothing: softmax): one of ACTIVATIONS.
 META_ACTIVATION = "onnxcam.activation"
 META_WEIGHTS = "onnxcam.weights"  # JSON {"source": ..., "sha256": ...}
-META_VERSIONS = "onnxcam.versions"  # JSON {"onnxcam", "tensorflow", "keras", "tf2onnx", "onnx", "opset"}
-META_SELF_CHECK = "onnxcam.self_check"  # JSON: ONNX vs TensorFlow error per output
+META_VERSIONS = "onnxcam.versions"  # JSON: the versions that built it ("onnxcam", "onnx", "opset", ...)
+META_SELF_CHECK = "onnxcam.self_check"  # JSON: the export's check of each output against its reference
 
 METADATA = (
     META_FORMAT,

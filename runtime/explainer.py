@@ -15,12 +15,15 @@ from .methods import DEFAULT_MAX_CHANNELS, METHODS, CamMethod, LayerInputs, Opti
 from .model_card import ModelCard, read_model_card
 from .results import ClassMap, Explanation, Outcome, Prediction
 from .session import open_session
+from .targets import DEFAULT_EXPLAIN_TOP, DEFAULT_TOP_K, Targets, check_count, check_method
 
 # aug_smooth: pytorch-grad-cam's test-time augmentation (ttach HorizontalFlip x Multiply), as
 # (flip, factor on the raw 0..255 pixels, not clipped); the first is the plain run.
 AUGMENTATIONS = ((False, 1.0), (False, 0.9), (False, 1.1), (True, 0.9), (True, 1.0), (True, 1.1))
 PREDICTION_OUTPUTS = (contract.OUTPUT_PROBABILITIES, contract.OUTPUT_EXPLAINED_CLASS, contract.OUTPUT_SCORE)
 
+
+DEFAULT_BATCH_SIZE = 8  # images per model run
 
 # 1 Mpx (3 MB decoded): a batch of 8 such images costs 24 MB to keep, while decoding each one again
 # costs as much CPU time as its first decode.
@@ -43,17 +46,17 @@ class Explainer:
         self,
         model_path: str | os.PathLike,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         method: str = "gradcam",
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
         max_channels: int = DEFAULT_MAX_CHANNELS,
     ) -> None:
-        _check_method(method)
-        _check_count("batch size", batch_size)
-        _check_count("max pixels", max_pixels)
-        _check_count("max channels", max_channels)
+        check_method(method)
+        check_count("batch size", batch_size)
+        check_count("max pixels", max_pixels)
+        check_count("max channels", max_channels)
         self.model_path = os.fspath(model_path)
         self.batch_size = batch_size
         self.max_pixels = max_pixels
@@ -66,7 +69,7 @@ class Explainer:
 
     def with_method(self, method: str) -> "Explainer":
         """The same model, session and settings, with another CAM method."""
-        _check_method(method)
+        check_method(method)
         other = copy.copy(self)
         other._use_method(method)
         return other
@@ -100,96 +103,82 @@ class Explainer:
     def explain(
         self,
         images: ImageInput | Sequence[ImageInput],
-        top_k: int = 3,
+        top_k: int = DEFAULT_TOP_K,
         class_index: int | Sequence[int] | None = None,
-        explain_top: int = 1,
+        explain_top: int = DEFAULT_EXPLAIN_TOP,
     ) -> Explanation | list[Explanation]:
         """One image (path, bytes or HxWx3 uint8 RGB array) -> an Explanation; a list or tuple
         -> a list of them. top_k predictions; maps for the explain_top most probable classes
         (the CAM libraries' and the Keras recipe's default: the top one), or, with class_index,
-        for the given classes of every image. Raises ImageError for the first image that cannot
-        be used."""
+        for the given classes of every image (explain_top is then ignored). Raises ImageError for
+        the first image that cannot be used."""
         if isinstance(images, (list, tuple)):
             return [_unwrap(outcome) for outcome in self.explain_each(images, top_k, class_index, explain_top)]
-        targets = self._targets(top_k, class_index, explain_top)
-        outcomes = self._outcomes([(describe(images), images)], top_k, targets, (self.method,))
+        targets = self._targets_of(top_k, class_index, explain_top, (self.method.name,))
+        outcomes = self._outcomes([(describe(images), images)], targets, (self.method,))
         return _unwrap(next(outcomes)[0])
 
     def explain_each(
         self,
         images: Iterable[ImageInput],
-        top_k: int = 3,
+        top_k: int = DEFAULT_TOP_K,
         class_index: int | Sequence[int] | None = None,
-        explain_top: int = 1,
+        explain_top: int = DEFAULT_EXPLAIN_TOP,
     ) -> Iterator[Outcome]:
         """One Outcome per image, in order, batched by batch_size: a bad image gives an Outcome
         with its error and the others go on. Bad top_k, class_index or explain_top raise
         UsageError now."""
-        targets = self._targets(top_k, class_index, explain_top)
-        outcomes = self._outcomes(_named(images), top_k, targets, (self.method,))
+        targets = self._targets_of(top_k, class_index, explain_top, (self.method.name,))
+        outcomes = self._outcomes(_named(images), targets, (self.method,))
         return (per_method[0] for per_method in outcomes)
 
     def explain_methods(
         self,
         images: Iterable[ImageInput],
         methods: Sequence[str],
-        top_k: int = 3,
+        top_k: int = DEFAULT_TOP_K,
         class_index: int | Sequence[int] | None = None,
-        explain_top: int = 1,
+        explain_top: int = DEFAULT_EXPLAIN_TOP,
     ) -> Iterator[tuple[Outcome, ...]]:
-        """Like explain_each under several methods: per image, one Outcome per method (in the
-        order given). Each image is decoded once and each batch runs the model once, fetching what
-        all the methods need (Score-CAM's masked runs come on top)."""
-        for method in methods:
-            _check_method(method)
-        if not methods:
-            raise UsageError("methods: an empty list; give at least one method")
-        chosen = tuple(METHODS[method](self._options) for method in methods)
-        targets = self._targets(top_k, class_index, explain_top)
-        return self._outcomes(_named(images), top_k, targets, chosen)
+        """explain_targets with these keywords: per image, one Outcome per method."""
+        return self.explain_targets(images, self._targets_of(top_k, class_index, explain_top, methods))
+
+    def explain_targets(self, images: Iterable[ImageInput], targets: Targets) -> Iterator[tuple[Outcome, ...]]:
+        """Per image, in order, one Outcome per method of `targets` (in its order), batched by
+        batch_size. Each image is decoded once and each batch runs the model once, fetching what
+        all the methods need (Score-CAM's masked runs come on top). Targets out of the model's
+        range raise UsageError now."""
+        targets.check(self.card)
+        chosen = tuple(METHODS[method](self._options) for method in targets.methods)
+        return self._outcomes(_named(images), targets, chosen)
+
+    def _targets_of(
+        self, top_k: int, class_index: int | Sequence[int] | None, explain_top: int, methods: Sequence[str]
+    ) -> Targets:
+        """The keyword API's Targets, checked against this model."""
+        if isinstance(methods, list):
+            methods = tuple(methods)
+        explain_top = explain_top if class_index is None else None
+        return Targets(top_k, explain_top, class_index, methods).check(self.card)
 
     def _targets(self, top_k: int, class_index: int | Sequence[int] | None, explain_top: int) -> np.ndarray:
-        """The class_index row fed to the model: -1 = the k-th most probable class."""
-        classes = self.card.num_classes
-        for name, count in (("top_k", top_k), ("explain_top", explain_top)):
-            _check_count(name, count)
-            if not 1 <= count <= classes:
-                raise UsageError(f"{name} {count}: must be between 1 and the model's {classes} classes")
-        if class_index is None:
-            return np.full(explain_top, -1, dtype=np.int64)
-        if isinstance(class_index, (int, np.integer)):
-            indices = [class_index]
-        elif isinstance(class_index, (list, tuple, np.ndarray)):
-            indices = list(class_index)
-        else:
-            raise UsageError(f"class index {class_index!r}: not an integer or a list of integers")
-        if not indices:
-            raise UsageError("class index: an empty list; give at least one class")
-        for index in indices:
-            if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-                raise UsageError(f"class index {index!r}: not an integer")
-            if not 0 <= index < classes:
-                raise UsageError(
-                    f"class index {index}: out of range (the model has {classes} classes, 0..{classes - 1})"
-                )
-        return np.array(indices, dtype=np.int64)
+        """Kept for runtime.batch until it adopts runtime.targets (issue #25): Targets.check instead."""
+        return self._targets_of(top_k, class_index, explain_top, (self.method.name,)).class_index_row()
 
     def _outcomes(
         self,
         named: Iterable[tuple[str, ImageInput]],
-        top_k: int,
-        targets: np.ndarray,
+        targets: Targets,
         methods: tuple[CamMethod, ...],
     ) -> Iterator[tuple[Outcome, ...]]:
         iterator = iter(named)
         while chunk := list(itertools.islice(iterator, self.batch_size)):
-            yield from self._explain_chunk(chunk, top_k, targets, methods)
+            yield from self._explain_chunk(chunk, targets, methods)
 
     def _explain_chunk(
         self,
         chunk: list[tuple[str, ImageInput]],
-        top_k: int,
-        targets: np.ndarray,
+        targets: Targets,
         methods: tuple[CamMethod, ...],
     ) -> list[tuple[Outcome, ...]]:
         decoded: list[tuple[str, Original | ImageError]] = []
@@ -208,7 +197,8 @@ class Explainer:
             return [(Outcome(source, error=error),) * len(methods) for source, error in decoded]
         inputs = np.stack(resized)
         del resized
-        outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(targets, (len(good), 1)), methods)
+        row = targets.class_index_row()
+        outputs, raw_maps = self._outputs_and_maps(inputs, np.tile(row, (len(good), 1)), methods)
         position = iter(range(len(good)))
         outcomes = []
         for source, image in decoded:
@@ -217,9 +207,9 @@ class Explainer:
                 continue
             n = next(position)
             explained = outputs[contract.OUTPUT_EXPLAINED_CLASS][n]
-            ranked_by_graph = explained if (targets == -1).all() else explained[:0]
+            ranked_by_graph = explained if targets.classes is None else explained[:0]
             predictions, rank = self._predictions(
-                outputs[contract.OUTPUT_PROBABILITIES][n], ranked_by_graph, top_k
+                outputs[contract.OUTPUT_PROBABILITIES][n], ranked_by_graph, targets.top_k
             )
             outcomes.append(tuple(
                 self._outcome(
@@ -340,19 +330,6 @@ class Explainer:
 def _named(images: Iterable[ImageInput]) -> Iterator[tuple[str, ImageInput]]:
     """(description, image) for each image, described by its position where it has no name."""
     return ((describe(image, position), image) for position, image in enumerate(images))
-
-
-def _check_count(name: str, value: object) -> None:
-    """A whole number of at least 1 (bool, float and None are refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise UsageError(f"{name} {value!r}: not an integer (give a whole number of at least 1)")
-    if value < 1:
-        raise UsageError(f"{name} {value}: must be at least 1")
-
-
-def _check_method(method: str) -> None:
-    if not isinstance(method, str) or method not in METHODS:
-        raise UsageError(f"method {method!r}: unknown (use {', '.join(METHODS)})")
 
 
 def _unwrap(outcome: Outcome) -> Explanation:

@@ -1,9 +1,7 @@
-"""Heatmaps, colour and files: normalise, upsample, fuse, JET overlay, peak, contact sheets,
-atomic saves."""
+"""Heatmaps, colour and encoding: normalise, upsample, fuse, JET overlay, peak, contact sheets,
+PNG/JPEG/WebP and .npy bytes (written by runtime.writer)."""
 
 import io
-import os
-import uuid
 from collections.abc import Sequence
 
 import cv2
@@ -138,34 +136,3 @@ def encoded_npy(array: np.ndarray) -> bytes:
     """An array as the bytes of a .npy file, in one piece (npy_parts joined)."""
     return b"".join(npy_parts(array))
 
-
-def save_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an RGB uint8 image as PNG, atomically."""
-    try:
-        data = encoded_image(image, "png")
-    except OSError:
-        raise OSError(f"{os.fspath(path)}: PNG encoding failed") from None
-    write_atomically(path, data)
-
-
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write an array as .npy, atomically."""
-    write_atomically(path, encoded_npy(array))
-
-
-def write_atomically(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`:
-    readers see the old file or the whole new one, never a part; nothing is left on failure."""
-    path = os.fspath(path)
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise

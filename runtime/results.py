@@ -1,6 +1,20 @@
-"""What an explanation returns: small records, plain data."""
+"""What an explanation returns: small records, plain data; and `record`, the one plain dict
+(JSON-ready) of a result that every front end prints, returns or stores.
 
+    from runtime.results import record, weights_record
+    explanation.to_record()                       # one method's result
+    record(per_method_explanations, card)         # one image under several methods, with "weights"
+    # {"image": "cat.jpg",
+    #  "predictions": [{"index": 281, "label": "tabby", "probability": 0.61}, ...],
+    #  "maps": [{"method": "gradcam", "class_index": 281, "label": "tabby", "rank": 1,
+    #            "peak": [x, y]}, ...],             # + "cam": [[...], ...] with cam=True
+    #  "weights": {"source": "imagenet", "random": false}}     # with a card
+Front ends add only their own keys (file names, base64 images, a path and ok flag).
+"""
+
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +77,10 @@ class Explanation:
         image = self.image
         return [render.overlay(image, class_map.heatmap) for class_map in self.maps]
 
+    def to_record(self, card: Any = None, cam: bool = False) -> dict[str, Any]:
+        """This result as the one plain dict: see `record`."""
+        return record([self], card, cam)
+
 
 @dataclass(frozen=True, eq=False)
 class Outcome:
@@ -71,3 +89,44 @@ class Outcome:
     source: str
     explanation: Explanation | None = None
     error: ImageError | None = None
+
+
+def record(explanations: Sequence[Explanation], card: Any = None, cam: bool = False) -> dict[str, Any]:
+    """One image's explanations (one per method, of the same image and predictions) as one plain,
+    JSON-ready dict: image, predictions, maps (method, class_index, label, rank, peak [x, y];
+    and cam, the low-resolution map as nested lists, with cam=True), and with the model's
+    ModelCard, weights (weights_record)."""
+    first = explanations[0]
+    document: dict[str, Any] = {
+        "image": first.source,
+        "predictions": [
+            {"index": p.index, "label": p.label, "probability": p.probability} for p in first.predictions
+        ],
+        "maps": [
+            map_record(explanation.method, class_map, cam)
+            for explanation in explanations
+            for class_map in explanation.maps
+        ],
+    }
+    if card is not None:
+        document["weights"] = weights_record(card)
+    return document
+
+
+def map_record(method: str, class_map: ClassMap, cam: bool = False) -> dict[str, Any]:
+    """One map's entry in `record`."""
+    entry: dict[str, Any] = {
+        "method": method,
+        "class_index": class_map.class_index,
+        "label": class_map.label,
+        "rank": class_map.rank,
+        "peak": list(class_map.peak),
+    }
+    if cam:
+        entry["cam"] = class_map.cam.tolist()
+    return entry
+
+
+def weights_record(card: Any) -> dict[str, Any]:
+    """Where a model's weights came from (ModelCard.weights' source) and whether they were random."""
+    return {"source": card.weights.get("source"), "random": card.random_weights}

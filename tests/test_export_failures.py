@@ -8,7 +8,7 @@ import pytest
 
 import export.convert
 from export.build import main
-from export.classifier import _read_labels
+from export.labels import read_labels
 from export.errors import ExportError
 from tests.conftest import offline_env, run_export
 
@@ -41,7 +41,6 @@ def test_a_wrong_weights_file_in_the_keras_cache_is_named_and_kept(tmp_path):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (["--model", "missing.keras", "--preprocessing", "tf"], "--model missing.keras: no such file"),
         (["--model", "vit"], "--model vit: not a built-in model"),
         (["--weights", "missing.weights.h5"], "--weights missing.weights.h5: no such file"),
     ],
@@ -140,14 +139,14 @@ def test_labels_as_an_object_need_exactly_the_class_numbers(labels, tmp_path):
     path = tmp_path / "labels.json"
     path.write_text(labels)
     with pytest.raises(ExportError, match="keys must be exactly the class numbers"):
-        _read_labels(str(path))
+        read_labels(str(path))
 
 
 def test_labels_as_an_object_in_any_order(tmp_path):
     path = tmp_path / "labels.json"
     path.write_text('{"1": "dog", "10": "k", "0": "cat", "2": "c", "3": "d", "4": "e", "5": "f", "6": "g", '
                     '"7": "h", "8": "i", "9": "j"}')
-    assert _read_labels(str(path)) == ["cat", "dog", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+    assert read_labels(str(path)) == ["cat", "dog", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
 
 
 def _save(model: keras.Model, path) -> str:

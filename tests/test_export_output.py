@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-import export.build
-from export.build import parse_args, write_atomically
+import export.output
+from export.arguments import parse_args
+from export.output import write_atomically
 from export.errors import ExportError
 
 
@@ -43,7 +44,7 @@ def test_a_failed_rename_keeps_the_old_file_and_leaves_no_temporary_file(tmp_pat
     def failing_replace(source, destination):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export.build.os, "replace", failing_replace)
+    monkeypatch.setattr(export.output.os, "replace", failing_replace)
     with pytest.raises(ExportError, match="No space left on device"):
         write_atomically(str(target), b"new")
     assert os.listdir(tmp_path) == ["model.onnx"] and target.read_bytes() == b"old"

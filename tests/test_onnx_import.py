@@ -1,6 +1,7 @@
 """The ONNX import: hand-written classifiers shaped like torch.onnx.export's, through
 `python -m export.build --model x.onnx`, checked against the original model and the runtime."""
 
+import re
 import subprocess
 import sys
 
@@ -8,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx, refusal
 from runtime import Explainer
 from tests.onnx_classifiers import CLASSES, SIZE, write_classifier
 
@@ -19,7 +20,7 @@ TORCH_STD = np.array([58.395, 57.12, 57.375], np.float32)
 def _import(tmp_path, **kwargs) -> tuple[str, str]:
     source = write_classifier(tmp_path / "classifier.onnx", **kwargs)
     output = tmp_path / "classifier_gradcam.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 0
+    assert import_onnx(str(source), str(output)) == 0
     return str(source), str(output)
 
 
@@ -79,9 +80,7 @@ def test_other_heads_go_through_autodiff(tmp_path, capsys, head, described):
 def test_refusals_write_nothing(tmp_path, capsys, kwargs, message):
     source = write_classifier(tmp_path / "classifier.onnx", **kwargs)
     output = tmp_path / "out.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 1
-    assert message in capsys.readouterr().err
-    assert not output.exists()
+    assert message in refusal(source, output, capsys)
 
 
 def test_export_build_routes_onnx_files_without_tensorflow(tmp_path):
@@ -93,3 +92,11 @@ def test_export_build_routes_onnx_files_without_tensorflow(tmp_path):
                            "--output", str(output)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert output.exists() and "self-check" in done.stdout
+
+
+def test_the_lines_say_the_self_checks_limit_and_a_small_files_size(tmp_path, capsys):
+    _import(tmp_path)
+    printed = capsys.readouterr().out
+    assert re.search(r"self-check vs the original model: worst \w+ \S+ relative \(limit 1e-0[24]\)", printed), printed
+    size = re.search(r"wrote \S+ \((\S+) MiB", printed).group(1)
+    assert float(size) > 0 and size != "0.0"

@@ -8,7 +8,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx
 
 SIZE, CHANNELS, CLASSES = 16, 5, 4
 MEAN = np.float32([123.675, 116.28, 103.53])
@@ -52,7 +52,7 @@ def write_fixed_batch_classifier(path: Path, flatten: str) -> Path:
 def test_a_fixed_batch_model_takes_any_batch_and_equals_the_original(tmp_path, capsys):
     source = write_fixed_batch_classifier(tmp_path / "fixed.onnx", "constant")
     output = tmp_path / "out.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 0
+    assert import_onnx(str(source), str(output)) == 0
     assert "global average pooling + linear (exact)" in capsys.readouterr().out
 
     images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
@@ -71,7 +71,7 @@ def test_a_fixed_batch_model_takes_any_batch_and_equals_the_original(tmp_path, c
 def test_a_fixed_batch_it_cannot_free_is_refused_in_one_line(tmp_path, capfd):
     source = write_fixed_batch_classifier(tmp_path / "fixed.onnx", "computed")
     output = tmp_path / "out.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 1
+    assert import_onnx(str(source), str(output)) == 1
     error = capfd.readouterr().err  # onnxruntime's own log included: it writes to fd 2
     assert len(error.strip().splitlines()) == 1
     assert "exported for a fixed batch of 1" in error and "dynamic_axes" in error

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import onnx
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx
 from runtime import Explainer
 from tests.onnx_classifiers import SIZE, write_classifier
 
@@ -23,12 +23,12 @@ def test_weights_in_a_separate_data_file(tmp_path, monkeypatch, capsys):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the data file is found beside the model, not in the current folder
     output = tmp_path / "out" / "imported.onnx"
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 0, capsys.readouterr().err
+    assert import_onnx(str(source), str(output)) == 0, capsys.readouterr().err
 
     shutil.rmtree(source.parent)  # the written model must not need the data file
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in onnx.load(str(output)).graph.initializer)
     reference = tmp_path / "reference.onnx"
-    assert main(["--model", str(plain), "--preprocessing", "torch", "--output", str(reference)]) == 0
+    assert import_onnx(str(plain), str(reference)) == 0
     image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     got, expected = (Explainer(str(path), device="cpu").explain(image) for path in (output, reference))
     assert [p.index for p in got.predictions] == [p.index for p in expected.predictions]
@@ -39,7 +39,7 @@ def test_weights_in_a_separate_data_file(tmp_path, monkeypatch, capsys):
 def test_the_written_model_carries_no_unused_constant(tmp_path):
     source = write_classifier(tmp_path / "classifier.onnx", head="gemm", layout="nhwc", softmax=False)
     output = tmp_path / "imported.onnx"
-    assert main(["--model", str(source), "--preprocessing", "tf", "--output", str(output)]) == 0
+    assert import_onnx(str(source), str(output), preprocessing="tf") == 0
     graph = onnx.load(str(output)).graph
     used = {name for node in graph.node for name in node.input}
     assert [init.name for init in graph.initializer if init.name not in used] == []

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx, refusal, with_nodes
 from export.onnx_import.graph import read_classifier
 from export.onnx_import.head import find_head
 from export.onnx_import.vjp import REGISTRY
@@ -27,7 +27,7 @@ def _import(tmp_path, head: str, layout: str = "nchw") -> tuple[str, dict]:
     source = str(write_head_classifier(tmp_path / "classifier.onnx", head, layout=layout))
     output = tmp_path / "classifier_gradcam.onnx"
     layer = ["--layer", "features"] if head == "mixed" else []  # auto there is a 4x4 map inside the head
-    assert main(["--model", source, "--preprocessing", "torch", "--output", str(output), *layer]) == 0
+    assert import_onnx(source, str(output), *layer) == 0
     images = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
     session = ort.InferenceSession(str(output))
     names = [o.name for o in session.get_outputs()]
@@ -186,11 +186,6 @@ def test_an_op_outside_the_set_is_refused_in_one_line(tmp_path, capsys, op):
     nodes = list(model.graph.node)  # the new node goes before the Gemm that reads it
     gemm = next(i for i, node in enumerate(nodes) if node.name == "/fc2/Gemm")
     nodes.insert(gemm, nodes.pop())
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    source, output = tmp_path / "odd.onnx", tmp_path / "out.onnx"
-    onnx.save(model, source)
-    assert main(["--model", str(source), "--preprocessing", "torch", "--output", str(output)]) == 1
-    error = capsys.readouterr().err
-    assert f"unsupported head op {op} (node /odd/{op})" in error and len(error.strip().splitlines()) == 1
-    assert not output.exists()
+    onnx.save(with_nodes(model, nodes), tmp_path / "odd.onnx")
+    error = refusal(tmp_path / "odd.onnx", tmp_path / "out.onnx", capsys)
+    assert f"unsupported head op {op} (node /odd/{op})" in error

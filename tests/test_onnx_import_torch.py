@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from export.onnx_import.cli import main
+from tests.importing import import_onnx
 from runtime import Explainer
 
 FIXTURES = Path(__file__).resolve().parent / "torch_fixtures"
@@ -47,7 +47,7 @@ def imported(request, tmp_path_factory) -> tuple[str, Path, dict[str, np.ndarray
     output = tmp_path_factory.mktemp(name) / f"{name}_gradcam.onnx"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["--model", str(FIXTURES / f"{name}.onnx"), "--preprocessing", "torch", "--output", str(output)])
+        code = import_onnx(str(FIXTURES / f"{name}.onnx"), str(output))
     assert code == 0
     return name, output, dict(np.load(FIXTURES / f"{MODELS[name][0]}.npz")), printed.getvalue()
 

@@ -1,8 +1,11 @@
 """The README's two commands are what a newcomer runs, and the test command is what CI runs."""
 
+import os
 import re
 import tomllib
 from pathlib import Path
+
+from tests.fake_model import LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +50,18 @@ def test_every_package_and_the_serve_page_are_in_the_distribution():
         for pattern in patterns:
             assert list((ROOT / package.replace(".", "/")).glob(pattern)), (package, pattern)
     assert "page/index.html" in setuptools["package-data"]["runtime.serve"]
+
+
+def test_the_readme_python_example_runs(model_path, capsys):
+    """The README's Python block, on the fake test model instead of ResNet50."""
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    assert "models/resnet50_gradcam.onnx" in block
+    code = block.replace("models/resnet50_gradcam.onnx", str(model_path))
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # examples/cat.jpg
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+    finally:
+        os.chdir(cwd)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and any(printed[0].startswith(f"{label} (") for label in LABELS)

@@ -41,11 +41,6 @@ runpy.run_module("runtime", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
-
-
 def run_cli(*args, blocker: bool = False) -> subprocess.CompletedProcess:
     start = [sys.executable, "-c", BLOCK_TENSORFLOW] if blocker else [sys.executable, "-m", "runtime"]
     return subprocess.run([*start, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -89,8 +84,8 @@ def test_json_reports_one_object_per_image_and_writes_its_files(model_path, tmp_
             )
         stem = Path(report["image"]).stem
         for rank, entry in enumerate(report["maps"], start=1):
-            assert set(entry) == {"method", "class_index", "label", "overlay", "heatmap", "peak"}
-            assert entry["method"] == "gradcam"
+            assert set(entry) == {"method", "class_index", "label", "rank", "overlay", "heatmap", "peak"}
+            assert entry["method"] == "gradcam" and entry["rank"] == rank
             label = entry["label"].replace(" ", "_")
             assert entry["overlay"] == str(out / f"{stem}_top{rank}_{label}_overlay.png")
             assert entry["heatmap"] == str(out / f"{stem}_top{rank}_{label}_heatmap.npy")
@@ -161,8 +156,28 @@ def test_table_output(model_path, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == str(image)
     assert re.fullmatch(r"\s+0\s+red\s+\d+\.\d\d%", lines[1])
-    assert len(lines) == 1 + 3 + 1 and lines[4].strip().startswith("map #1 red")  # top-3, one map by default
-    assert str(tmp_path / "out" / "red_top1_red_overlay.png") in lines[4]
+    assert len(lines) == 1 + 3 + 1  # top-3, one map by default
+    assert re.fullmatch(r"  map\s+0  red\s+gradcam  rank 1  peak \(x=\d+, y=\d+\)  (.*)", lines[4])
+    assert lines[4].endswith(str(tmp_path / "out" / "red_top1_red_overlay.png"))
+    assert lines[4].index(" 0  red") == lines[1].index(" 0  red")  # the class index and label line up
+
+
+def test_table_columns_line_up_with_several_methods_and_a_given_class(model_path, tmp_path, capsys):
+    image = save(tmp_path / "red.png", blob_image(600, 900, RED_BOX))  # peaks of different widths
+    out = tmp_path / "out"
+    arguments = [str(image), "--model", str(model_path), "--out", str(out), "--method", "gradcam,gradcam++,eigencam",
+                 "--class", "0", "3"]
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    maps = [line for line in lines if line.startswith("  map ")]
+    assert len(maps) == 3 * 2
+    overlays = [line.rsplit("  ", 1)[1] for line in maps]
+    assert all(os.path.isfile(path) for path in overlays)
+    assert len({line.index(path) for line, path in zip(maps, overlays)}) == 1  # files in one column
+    assert len({line.index(" rank ") for line in maps}) == 1 and len({line.index(" peak ") for line in maps}) == 1
+    assert "#" not in "".join(maps)  # "map #7" read as a class index; it is "rank 7" now
+    ranks = {int(line.split(" rank ")[1].split()[0]) for line in maps}
+    assert ranks <= {1, 2, 3, 4} and len(ranks) == 2  # classes 0 and 3 rank differently
 
 
 def test_runs_end_to_end_without_tensorflow_keras_tf2onnx_or_onnx(model_path, tmp_path):
@@ -203,16 +218,19 @@ def corrupt_model(tmp_path: Path) -> Path:
         (lambda tmp, model: ["--model", model, "--class", "7"], "class index 7: out of range"),
         (lambda tmp, model: ["--model", model, "--top-k", "9"], "top_k 9: must be between 1"),
         (lambda tmp, model: ["--model", model, "--explain-top", "0"], "explain_top 0: must be at least 1"),
-        (lambda tmp, model: ["--model", model, "--explain-top", "2", "--class", "1"], "--explain-top and --class: give one"),
+        (
+            lambda tmp, model: ["--model", model, "--explain-top", "2", "--class", "1"],
+            "arguments: argument --class: not allowed with argument --explain-top",
+        ),
         (lambda tmp, model: ["--model", model, "--batch-size", "0"], "batch size 0: must be at least 1"),
         (lambda tmp, model: ["--model", model, "--max-channels", "0"], "max channels 0: must be at least 1"),
         (
             lambda tmp, model: ["--model", model, "--method", "gradcam,magic"],
-            "arguments: argument --method: unknown method 'magic' (use gradcam, gradcam++,",
+            "arguments: argument --method/--methods: method 'magic': unknown (use gradcam, gradcam++,",
         ),
         (
             lambda tmp, model: ["--model", model, "--method", "eigencam,eigencam"],
-            "arguments: argument --method: a method given twice in 'eigencam,eigencam'",
+            "arguments: argument --method/--methods: a method given twice in 'eigencam,eigencam'",
         ),
         (lambda tmp, model: ["--model", model, "--class", "two"], "arguments: argument --class: invalid int"),
         (

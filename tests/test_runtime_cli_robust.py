@@ -18,18 +18,15 @@ import pytest
 from PIL import Image
 
 import runtime.cli as cli
+import runtime.commandline as commandline
+import runtime.outputs as outputs
 import runtime.writer as writer
 from runtime import Explainer, render
 from runtime.cli import main
-from tests.fake_model import blob_image, write_fake_model
+from tests.fake_model import blob_image
 
 REPO = Path(__file__).resolve().parents[1]
 RED_BOX = (50, 10, 80, 30)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
 
 
 def save(path: Path, image: np.ndarray) -> Path:
@@ -53,14 +50,14 @@ def files_per_stem(out: Path) -> Counter:
 def test_a_write_failure_fails_that_image_only_and_names_it(model_path, tmp_path, capsys, monkeypatch):
     good = save(tmp_path / "good.png", blob_image(60, 90, RED_BOX))
     wide = save(tmp_path / "wide.png", blob_image(30, 90, RED_BOX))
-    real = cli.encoded_image
+    real = outputs.encoded_image
 
     def fails_for_wide_images(image, file_format="png", consume=False):
         if image.shape[:2] == (30, 90):
             raise MemoryError()
         return real(image, file_format, consume)
 
-    monkeypatch.setattr(cli, "encoded_image", fails_for_wide_images)
+    monkeypatch.setattr(outputs, "encoded_image", fails_for_wide_images)
     out = tmp_path / "out"
     assert main([str(wide), str(good), "--model", str(model_path), "--out", str(out), "--json", "--explain-top", "3"]) == 1
     captured = capsys.readouterr()
@@ -177,7 +174,7 @@ def test_an_unwritable_out_is_found_before_the_model_is_loaded(model_path, tmp_p
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr(cli, "Explainer", no_model)
+    monkeypatch.setattr(commandline, "Explainer", no_model)
     assert main([str(image), "--model", str(model_path), "--out", str(blocker / "out")]) == 2
     assert capsys.readouterr().err == (
         f"onnxcam: {blocker / 'out'}: cannot write to the output folder (Not a directory); choose another --out\n"
@@ -218,19 +215,20 @@ def test_a_reader_closing_the_pipe_ends_the_run_quietly(model_path, tmp_path):
     assert "run failed" not in stderr and "Traceback" not in stderr and "Error" not in stderr
 
 
-FLAGS = [  # flag and value given, Explainer.__init__ or explain_methods argument, value expected there
+FLAGS = [  # flag and value given, Explainer.__init__ argument or Targets field, value expected there
     (["--aug-smooth"], "aug_smooth", True),
     (["--eigen-smooth"], "eigen_smooth", True),
     (["--max-channels", "5"], "max_channels", 5),
     (["--batch-size", "3"], "batch_size", 3),
     (["--device", "cpu"], "device", "cpu"),
     (["--max-pixels", "12345"], "max_pixels", 12345),
-    (["--class", "2", "1"], "class_index", [2, 1]),
+    (["--class", "2", "1"], "classes", (2, 1)),
     (["--top-k", "2"], "top_k", 2),
-    (["--method", "layercam,eigencam"], "methods", ["layercam", "eigencam"]),
-    (["--explain-top", "2"], "explain_top", 2),
+    (["--method", "layercam,eigencam"], "methods", ("layercam", "eigencam")),
+    (["--methods", "layercam"], "methods", ("layercam",)),  # the old spelling, an alias
+    (["--explain-top", "2"], "maps_per_method", 2),
     ([], "top_k", 3),  # the default top-k
-    ([], "explain_top", 1),  # the default: the predicted class's map only
+    ([], "maps_per_method", 1),  # the default: the predicted class's map only
 ]
 
 
@@ -243,15 +241,16 @@ def test_each_flag_reaches_the_explainer(model_path, tmp_path, capsys, monkeypat
             seen.update(inspect.signature(Explainer.__init__).bind(self, *args, **kwargs).arguments)
             super().__init__(*args, **kwargs)
 
-        def explain_methods(self, *args, **kwargs):
-            seen.update(inspect.signature(Explainer.explain_methods).bind(self, *args, **kwargs).arguments)
-            return super().explain_methods(*args, **kwargs)
+        def explain_targets(self, images, targets):
+            seen.update(top_k=targets.top_k, classes=targets.classes, methods=targets.methods,
+                        maps_per_method=targets.maps_per_method)
+            return super().explain_targets(images, targets)
 
-    monkeypatch.setattr(cli, "Explainer", Spy)
+    monkeypatch.setattr(commandline, "Explainer", Spy)
     image = save(tmp_path / "red.png", blob_image(60, 90, RED_BOX))
     assert main([str(image), "--model", str(model_path), "--out", str(tmp_path / "out"), *flag]) == 0
     assert seen[name] == expected
-    defaults = {"aug_smooth": False, "eigen_smooth": False, "class_index": None, "methods": ["gradcam"]}
+    defaults = {"aug_smooth": False, "eigen_smooth": False, "classes": None, "methods": ("gradcam",)}
     if flag and name in defaults:
         assert defaults[name] != expected  # the flag changed something
 
@@ -262,7 +261,7 @@ def test_the_provider_line_is_the_sessions(model_path, tmp_path, capsys, monkeyp
             super().__init__(*args, **kwargs)
             self.provider = "SomeOtherExecutionProvider"
 
-    monkeypatch.setattr(cli, "Explainer", OtherProvider)
+    monkeypatch.setattr(commandline, "Explainer", OtherProvider)
     image = save(tmp_path / "red.png", blob_image(60, 90, RED_BOX))
     assert main([str(image), "--model", str(model_path), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().err.endswith("gradcam on SomeOtherExecutionProvider\n")

@@ -18,11 +18,6 @@ RED_BOX = (50, 10, 80, 30)  # x0, y0, x1, y1 in a 60x90 image
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_fake_model(tmp_path_factory.mktemp("model") / "fake.onnx")
-
-
-@pytest.fixture(scope="module")
 def explainer(model_path):
     return Explainer(model_path, device="cpu")
 

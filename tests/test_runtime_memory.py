@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from runtime import Explainer, render
-from runtime.cli import OutputOptions, write_image
+from runtime.outputs import OutputOptions, write_image
 from tests.fake_model import blob_image, write_fake_model
 
 HEIGHT, WIDTH = 1500, 2000  # 3 Mpx: 9 MB as uint8 RGB, 12 MB as a float32 heatmap

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import render
+from runtime import render, writer
 
 
 def numpy_jet(heat: np.ndarray) -> np.ndarray:
@@ -93,26 +93,26 @@ def test_overlay_is_clipped_jet_times_point_four_plus_image():
     assert (result[image == 255] == 255).all()  # clipped, not wrapped around
 
 
-def test_saved_png_and_npy_read_back_and_leave_no_temporary_files(tmp_path):
+def test_written_png_and_npy_read_back_and_leave_no_temporary_files(tmp_path):
     image = np.random.default_rng(3).integers(0, 256, (9, 11, 3), dtype=np.uint8)
     heat = np.random.default_rng(4).random((9, 11), dtype=np.float32)
-    render.save_png(tmp_path / "o.png", image)
-    render.save_npy(tmp_path / "h.npy", heat)
+    writer.write_file(tmp_path / "o.png", render.encoded_image(image, "png"))
+    writer.write_file(tmp_path / "h.npy", render.npy_parts(heat))
     np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(tmp_path / "o.png")), cv2.COLOR_BGR2RGB), image)
     np.testing.assert_array_equal(np.load(tmp_path / "h.npy"), heat)
     assert sorted(os.listdir(tmp_path)) == ["h.npy", "o.png"]
 
 
-def test_failed_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "h.npy"
-    render.save_npy(target, np.zeros(3))
+    writer.write_file(target, render.encoded_npy(np.zeros(3)))
 
     def fail(source, destination):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        render.save_npy(target, np.ones(3))
+        writer.write_file(target, render.encoded_npy(np.ones(3)))
     np.testing.assert_array_equal(np.load(target), np.zeros(3))
     assert os.listdir(tmp_path) == ["h.npy"]
 

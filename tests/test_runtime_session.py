@@ -97,11 +97,12 @@ def test_device_auto_warns_once_and_runs_on_the_cpu(model_path, cuda_that_fails,
 
 def test_the_cli_says_it_in_one_line_and_exits_2(model_path, cuda_that_fails, tmp_path, capfd):
     from runtime.cli import main
-    from runtime.render import save_png
+    from PIL import Image
+
     from tests.fake_model import blob_image
 
     image = str(tmp_path / "blob.png")
-    save_png(image, blob_image(32, 32, (0, 0, 8, 8)))
+    Image.fromarray(blob_image(32, 32, (0, 0, 8, 8))).save(image)
     assert main([image, "--model", model_path, "--out", str(tmp_path / "out"), "--device", "cuda"]) == 2
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"onnxcam: device cuda: {CUDA} failed to load (libcublasLt")

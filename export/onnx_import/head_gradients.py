@@ -8,7 +8,8 @@ import onnx
 from onnx import helper
 
 from export import contract
-from export.onnx_import.autodiff import Emitter, backward
+from export.onnx_import.autodiff import backward
+from export.onnx_import.emitter import Emitter
 from export.onnx_import.graph import Classifier
 from export.onnx_import.head import GeneralHead
 

@@ -90,17 +90,20 @@ def _measure_unknown_shapes(model: onnx.ModelProto, image: str, layout: str, siz
     probe.graph.output.extend(helper.make_tensor_value_info(name, known[name].type.tensor_type.elem_type
                                                             if name in known else 0, None)
                               for name in unknown if name not in listed)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # fatal only: a failure is reported in our own one line
     try:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 4  # fatal only: a failure is reported in our own one line
         session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        runs = []
-        for batch in (1, 2):
-            shape = (batch, 3, *size) if layout == "nchw" else (batch, *size, 3)
+    except Exception as error:  # a graph cycle, an op of a custom domain, dims that disagree with the data...
+        raise ExportError(f"onnxruntime cannot load the model ({onnxruntime_line(error)})") from None
+    runs = []
+    for batch in (1, 2):
+        shape = (batch, 3, *size) if layout == "nchw" else (batch, *size, 3)
+        try:
             runs.append(session.run(unknown, {image: np.zeros(shape, np.float32)}))
-    except Exception as error:
-        raise ExportError(f"onnxruntime cannot run the model on {batch} image(s) of {size[0]}x{size[1]} "
-                          f"({onnxruntime_line(error)}){batch_hint(fixed_batch)}") from None
+        except Exception as error:
+            raise ExportError(f"onnxruntime cannot run the model on {batch} image(s) of {size[0]}x{size[1]} "
+                              f"({onnxruntime_line(error)}){batch_hint(fixed_batch)}") from None
     for value in [value for value in graph.value_info if value.name in unknown]:
         graph.value_info.remove(value)
     for name, one, two in zip(unknown, *runs):

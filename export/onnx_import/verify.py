@@ -95,7 +95,7 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
     if classifier.layout == "nchw":
         pixels = pixels.transpose(0, 3, 1, 2)
     output = classifier.original.graph.output[0].name
-    compared = list(dict.fromkeys([output, classifier.logits, head.target]))
+    compared = list(dict.fromkeys([output, classifier.scores, head.target]))
     others = [name for name in head_inputs(classifier, head) if name not in compared]
     if classifier.fixed_batch is None:
         values = _values(classifier.original, "the original model", compared + others, pixels, len(pixels),
@@ -104,12 +104,14 @@ def _reference(classifier: Classifier, head, images, mean, std, bgr: bool) -> di
         values = (_values(classifier.original, "the original model", compared, pixels, classifier.fixed_batch,
                           classifier)
                   | _values(classifier.model, "the model made batch-free", others, pixels, len(pixels), classifier))
-    logits = values[classifier.logits].astype(np.float64)
-    if classifier.softmax_node is not None:
-        probabilities = values[output]
+    logits = values[classifier.scores].astype(np.float64)
+    if classifier.squashed:  # the model's own probabilities
+        probabilities = values[output].astype(np.float64)
     else:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    if classifier.binary:  # one sigmoid unit z, p: two classes (-z, z), (1 - p, p)
+        logits, probabilities = np.concatenate([-logits, logits], 1), np.concatenate([1 - probabilities, probabilities], 1)
     return values | {"probabilities": probabilities, "logits": logits, "target": values[head.target]}
 
 
@@ -127,7 +129,8 @@ def _values(model: onnx.ModelProto, what: str, names: list[str], pixels: np.ndar
     run = _runner(copy, what, classifier)
     runs = [run(names, {classifier.input_name: np.ascontiguousarray(pixels[start:start + step])})
             for start in range(0, len(pixels), step)]
-    return {name: np.concatenate(parts) for name, parts in zip(names, zip(*runs))}
+    # one run: as it is (a tensor that has no batch axis, 0-d included, stays whole); several: batched tensors
+    return {name: parts[0] if len(parts) == 1 else np.concatenate(parts) for name, parts in zip(names, zip(*runs))}
 
 
 def _finite_differences(classifier, head, reference: dict, ours: dict, rng) -> tuple[float, str]:

@@ -14,7 +14,7 @@ import onnx
 from onnx import helper
 
 from export.errors import ExportError
-from export.onnx_import.autodiff import Emitter
+from export.onnx_import.emitter import Emitter
 
 Vjp = Callable[[Emitter, onnx.NodeProto, str, set[int]], dict[int, str]]
 REGISTRY: dict[str, Vjp] = {}

@@ -9,8 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from export import contract
 from export.onnx_import.graph import Classifier, Head, LinearHead
 from export.onnx_import.head_gradients import general_gradients
-
-PREFIX = "onnxcam/"
+from export.onnx_import.names import PREFIX
 # Per RGB channel, in 0..255 pixel units; caffe also reorders to BGR.
 PREPROCESSING = {
     "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
@@ -29,8 +28,8 @@ def gradcam_model(
     graph = model.graph
     del graph.value_info[:]
     output = graph.output[0].name
-    dropped = classifier.softmax_node is not None  # the trailing softmax: probabilities are recomputed
-    nodes = [n for n in graph.node if not (dropped and n.op_type == "Softmax" and output in n.output)]
+    # the trailing Softmax or Sigmoid: the probabilities are made again from the logits
+    nodes = [n for n in graph.node if not (classifier.squashed and output in n.output)]
     constants = _constants(head, mean, std, bgr)
     if isinstance(head, LinearHead):
         gradients, gradient_constants = _linear_gradients(head), []
@@ -42,7 +41,8 @@ def gradcam_model(
     maps = [node("Transpose", [head.target], [contract.OUTPUT_FEATURE_MAPS], perm=[0, 2, 3, 1])
             if head.target_layout == "nchw" else node("Identity", [head.target], [contract.OUTPUT_FEATURE_MAPS])]
     post = [
-        node("Softmax", [classifier.logits], [contract.OUTPUT_PROBABILITIES], axis=-1),
+        node("Softmax", [classifier.logits], [contract.OUTPUT_PROBABILITIES], axis=-1)
+        if classifier.activation == "softmax" else node("Sigmoid", [classifier.logits], [contract.OUTPUT_PROBABILITIES]),
         node("Shape", [contract.INPUT_CLASS_INDEX], [p + "index_shape"]),
         node("Slice", [p + "index_shape", p + "one", p + "two"], [p + "k"]),
         node("TopK", [contract.OUTPUT_PROBABILITIES, p + "k"], [p + "top_values", p + "top_classes"], axis=1),
