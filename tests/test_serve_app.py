@@ -203,10 +203,10 @@ class GatedExplainer(Explainer):
     gate: threading.Event
     entered: threading.Event
 
-    def explain_methods(self, *args, **kwargs):
+    def explain_targets(self, *args, **kwargs):
         self.entered.set()
         self.gate.wait(timeout=10)
-        return super().explain_methods(*args, **kwargs)
+        return super().explain_targets(*args, **kwargs)
 
 
 async def post_all(app, bodies_and_queries):
@@ -227,10 +227,14 @@ def test_queue_full_is_503_and_timeout_is_504(model_path):
 
     async def scenario():
         running = asyncio.ensure_future(post_all(app, [(image, "")]))
-        while not gated.entered.is_set():  # the first request holds the worker
+        for _ in range(1000):  # the first request holds the worker (at most 10 s)
+            if gated.entered.is_set():
+                break
             await asyncio.sleep(0.01)
         queued = asyncio.ensure_future(post_all(app, [(image, "")]))
-        while service.lanes.depth < 1:  # the second waits in the queue
+        for _ in range(1000):  # the second waits in the queue
+            if service.lanes.depth >= 1:
+                break
             await asyncio.sleep(0.01)
         refused = await post_all(app, [(image, "")] * 2)
         gated.gate.set()

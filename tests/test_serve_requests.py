@@ -12,6 +12,7 @@ from runtime import Explainer
 from runtime.serve.app import PATHS, ROUTES, Service, create_app, wants_png
 from runtime.serve.batching import Job, Settings, run_group
 from runtime.serve.limits import Limits
+from runtime.targets import Targets
 from tests.fake_model import write_fake_model
 from tests.serve_helpers import png_bytes, red_blob_png
 
@@ -24,13 +25,13 @@ def model_path(tmp_path_factory):
 
 
 class CountingExplainer(Explainer):
-    """Counts model work started (explain_methods calls), to show that a refusal came before any."""
+    """Counts model work started (explain_targets calls), to show that a refusal came before any."""
 
     calls = 0
 
-    def explain_methods(self, *args, **kwargs):
+    def explain_targets(self, *args, **kwargs):
         type(self).calls += 1
-        return super().explain_methods(*args, **kwargs)
+        return super().explain_targets(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_the_card_tells_the_limits(explainer):
 def test_work_stops_at_the_next_model_run_once_its_requests_are_gone(model_path):
     """Score-CAM: one masked run per channel; the job is marked gone during the second run."""
     runs, stop_after = [], [2]
-    job = Job(red_blob_png(), Settings(("scorecam",), 1, 1, None, False, False), asyncio.Future(loop=asyncio.new_event_loop()))
+    job = Job(red_blob_png(), Settings(Targets(top_k=1, methods=("scorecam",)), False, False), asyncio.Future(loop=asyncio.new_event_loop()))
     explainer = Explainer(model_path, device="cpu", batch_size=1)
     session_run = explainer._session.run
 

@@ -7,35 +7,29 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from ..errors import OnnxcamError
+from .. import commandline as cl
+from ..errors import UsageError
+from ..session import DEVICES
 from .limits import Limits, explainer_for
 
+PROG = "onnxcam-serve"
 SERVE_HINT = 'the server needs the serve extra; install it with: pip install "onnxcam[serve]"'
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 DEFAULTS = Limits()
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"onnxcam-serve: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(
-        prog="onnxcam-serve",
+def build_parser() -> argparse.ArgumentParser:
+    parser = cl.OneLineParser(
+        prog=PROG,
         description="Serve Grad-CAM explanations over HTTP. Every request gets a budget decided before work starts.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--model", required=True, help="the onnxcam .onnx file")
+    cl.add_model(parser)
     add("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; see docs/serve.md first)")
     add("--port", type=int, default=8000, help="TCP port, 1-65535")
-    add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
+    add("--device", choices=DEVICES, default="auto", help="where the model runs")
     add("--max-batch-size", type=int, default=DEFAULTS.max_batch_size, help="images per model run")
     add("--max-wait-ms", type=float, default=DEFAULTS.max_wait_ms, help="how long a run waits for more requests to batch")
     add("--max-queue", type=int, default=DEFAULTS.max_queue, help="requests waiting per lane (light, heavy); more get 503")
@@ -67,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas")
     scale.add_argument("--autoscale", help="MIN,MAX Ray Serve replicas")
-    return parser.parse_args(argv)
+    return parser
 
 
 COUNTS = ("max_batch_size", "max_queue", "max_pixels", "max_maps", "max_channels", "max_requests", "max_connections", "replicas")
@@ -79,24 +73,24 @@ def flag(name: str) -> str:
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
-    """The Limits the flags ask for; ValueError (one line) on nonsense (nan, inf, <= 0, a bad port)."""
+    """The Limits the flags ask for; UsageError (one line) on nonsense (nan, inf, <= 0, a bad port)."""
     for name in COUNTS:
         if getattr(args, name) < 1:
-            raise ValueError(f"{flag(name)} {getattr(args, name)}: must be at least 1")
+            raise UsageError(f"{flag(name)} {getattr(args, name)}: must be at least 1")
     if not 1 <= args.port <= 65535:
-        raise ValueError(f"--port {args.port}: must be between 1 and 65535")
+        raise UsageError(f"--port {args.port}: must be between 1 and 65535")
     for name in (*POSITIVE, "max_wait_ms"):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0 or (value == 0 and name != "max_wait_ms"):
-            raise ValueError(f"{flag(name)} {value}: must be a finite number above 0" + (" (or 0)" if name == "max_wait_ms" else ""))
+            raise UsageError(f"{flag(name)} {value}: must be a finite number above 0" + (" (or 0)" if name == "max_wait_ms" else ""))
     api_key = None
     if args.api_key_file is not None:
         try:
             api_key = args.api_key_file.read_text().strip()
         except (OSError, UnicodeDecodeError) as error:
-            raise ValueError(f"--api-key-file {args.api_key_file}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
+            raise UsageError(f"--api-key-file {args.api_key_file}: cannot read it ({getattr(error, 'strerror', None) or error})") from None
         if not api_key:
-            raise ValueError(f"--api-key-file {args.api_key_file}: empty")
+            raise UsageError(f"--api-key-file {args.api_key_file}: empty")
     hosts = tuple(args.allowed_host) or (LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else ("*",))
     return Limits(
         max_batch_size=args.max_batch_size,
@@ -125,9 +119,9 @@ def autoscale_of(text: str | None) -> tuple[int, int] | None:
     try:
         low, high = (int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"--autoscale {text!r}: give MIN,MAX, e.g. 1,4") from None
+        raise UsageError(f"--autoscale {text!r}: give MIN,MAX, e.g. 1,4") from None
     if not 1 <= low <= high:
-        raise ValueError(f"--autoscale {text!r}: need 1 <= MIN <= MAX")
+        raise UsageError(f"--autoscale {text!r}: need 1 <= MIN <= MAX")
     return low, high
 
 
@@ -153,8 +147,8 @@ def serve_uvicorn(args: argparse.Namespace, limits: Limits) -> None:
     server = Server(config_for(app, args.host, args.port, limits), start_line(explainer.card.model, explainer.card.layer, url, limits))
     server.run()
     if not server.started:
-        raise ValueError(f"cannot listen on {args.host}:{args.port} (see the line above)")
-    print("onnxcam-serve: stopped", file=sys.stderr, flush=True)
+        raise UsageError(f"cannot listen on {args.host}:{args.port} (see the line above)")
+    cl.report(PROG, "stopped")
 
 
 def serve_ray(args: argparse.Namespace, limits: Limits) -> None:
@@ -167,7 +161,7 @@ def serve_ray(args: argparse.Namespace, limits: Limits) -> None:
     ray.init(address=args.ray_address)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name="onnxcam", route_prefix="/")
-    print(f"onnxcam on Ray Serve at http://{args.host}:{args.port}/ (Ctrl-C or SIGTERM to stop)", file=sys.stderr)
+    cl.report(PROG, f"on Ray Serve at http://{args.host}:{args.port}/ (Ctrl-C or SIGTERM to stop)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -178,25 +172,25 @@ def serve_ray(args: argparse.Namespace, limits: Limits) -> None:
     ray.shutdown()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def body(args: argparse.Namespace) -> int:
+    """Check every flag, then serve until SIGTERM or Ctrl-C (a server's normal stop: exit 0)."""
+    limits = limits_of(args)
+    autoscale_of(args.autoscale)
+    if not Path(args.model).is_file():
+        raise UsageError(f"--model {args.model}: no such file")
     try:
-        limits = limits_of(args)
-        autoscale_of(args.autoscale)
-        if not Path(args.model).is_file():
-            raise ValueError(f"--model {args.model}: no such file")
         if args.ray:
             serve_ray(args, limits)
         else:
             serve_uvicorn(args, limits)
     except ImportError as error:
         missing = getattr(error, "name", None) or ""
-        print(f"onnxcam-serve: {error if 'onnxcam[' in str(error) else SERVE_HINT + f' (missing {missing})'}", file=sys.stderr)
-        return 2
-    except (OnnxcamError, ValueError) as error:
-        print(f"onnxcam-serve: {error}", file=sys.stderr)
-        return 2
-    return 0
+        raise UsageError(str(error) if "onnxcam[" in str(error) else f"{SERVE_HINT} (missing {missing})") from None
+    return cl.EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cl.run_main(PROG, build_parser(), body, argv)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from ..explainer import Explainer
 from ..images import decode_image
 from ..methods import METHODS
 from ..png import encode_png
-from ..results import ClassMap, Outcome
+from ..results import ClassMap, Outcome, record
 from .batching import Job, Lanes, QueueFull, lower_priority
 from .limits import LIGHT_MAX_PIXELS, Limits
 from .plan import HTTPError, Plan, check_image, image_pixels, parse_request
@@ -236,17 +236,6 @@ def gray_png_base64(heat: np.ndarray) -> str:
     return base64.b64encode(encode_png(np.round(heat * 255).astype(np.uint8))).decode("ascii")
 
 
-def map_record(method: str, class_map: ClassMap) -> dict[str, Any]:
-    return {
-        "method": method,
-        "class_index": class_map.class_index,
-        "label": class_map.label,
-        "rank": class_map.rank,
-        "peak": list(class_map.peak),
-        "cam": class_map.cam.tolist(),
-    }
-
-
 def map_images(class_map: ClassMap, image: Callable[[], np.ndarray], include: tuple[str, ...]) -> dict[str, str]:
     """The images of one map that were asked for, as base64 PNGs; one full-size heatmap at a time."""
     heat = class_map.heatmap
@@ -292,12 +281,17 @@ def card_record(service: Service) -> dict[str, Any]:
 
 
 async def document_parts(service: Service, outcomes: tuple[Outcome, ...], plan: Plan, big: bool) -> AsyncIterator[bytes]:
-    """The response document, one map at a time: each map's images are encoded (off the loop;
-    from a large original in the server's one render thread) and sent before the next is made,
-    and nothing more is made once the client has gone (Starlette stops the iteration)."""
+    """The response document: the runtime's one record of the explanations (runtime.results:
+    predictions, maps with cam) and the service's own fields (the model; each map's images asked
+    for), one map at a time: each map's images are encoded (off the loop; from a large original
+    in the server's one render thread) and sent before the next is made, and nothing more is made
+    once the client has gone (Starlette stops the iteration)."""
     explanations = [outcome.explanation for outcome in outcomes]
-    predictions = [{"index": p.index, "label": p.label, "probability": p.probability} for p in explanations[0].predictions]
-    yield json.dumps({"predictions": predictions, "model": model_record(service)})[:-1].encode() + b', "maps": ['
+    document = record(explanations, cam=True)
+    maps = document.pop("maps")
+    class_maps = [class_map for explanation in explanations for class_map in explanation.maps]
+    document["model"] = model_record(service)
+    yield json.dumps(document)[:-1].encode() + b', "maps": ['
     loop = asyncio.get_running_loop()
     executor = service.render_lane if big else None
     decoded: list[np.ndarray] = []
@@ -307,14 +301,10 @@ async def document_parts(service: Service, outcomes: tuple[Outcome, ...], plan: 
             decoded.append(explanations[0].image)
         return decoded[0]
 
-    first = True
-    for explanation in explanations:
-        for class_map in explanation.maps:
-            record = map_record(explanation.method, class_map)
-            if plan.include:
-                record |= await loop.run_in_executor(executor, map_images, class_map, image, plan.include)
-            yield (b"" if first else b", ") + json.dumps(record).encode()
-            first = False
+    for position, (entry, class_map) in enumerate(zip(maps, class_maps, strict=True)):
+        if plan.include:
+            entry |= await loop.run_in_executor(executor, map_images, class_map, image, plan.include)
+        yield (b", " if position else b"") + json.dumps(entry).encode()
     yield b"]}"
 
 

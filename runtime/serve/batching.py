@@ -13,16 +13,14 @@ from typing import Any
 
 from ..explainer import Explainer
 from ..results import Outcome
+from ..targets import Targets
 
 
 @dataclass(frozen=True)
 class Settings:
     """What one request asks for; requests with equal settings share a model run."""
 
-    methods: tuple[str, ...]
-    top_k: int
-    explain_top: int
-    classes: tuple[int, ...] | None
+    targets: Targets
     aug_smooth: bool
     eigen_smooth: bool
 
@@ -86,12 +84,9 @@ def run_group(explainer: Explainer, jobs: list[Job]) -> list[tuple[Outcome, ...]
         return all(job.gone.is_set() for job in jobs)
 
     chosen = stoppable(variant(explainer, settings.aug_smooth, settings.eigen_smooth), all_gone)
-    classes = list(settings.classes) if settings.classes is not None else None
     try:
         outcomes = []
-        for outcome in chosen.explain_methods(
-            [job.image for job in jobs], settings.methods, settings.top_k, classes, settings.explain_top
-        ):
+        for outcome in chosen.explain_targets([job.image for job in jobs], settings.targets):
             if all_gone():
                 return None
             outcomes.append(outcome)

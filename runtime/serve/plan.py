@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ..methods import METHODS
+from ..targets import DEFAULT_METHOD, DEFAULT_TOP_K, Targets, TargetsError, parse_methods
 from .batching import Settings
 from .limits import LIGHT_MAX_PIXELS, Limits
 
@@ -21,6 +21,13 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 HEAVY_METHODS = ("scorecam",)  # one model run per channel and image
 INTEGER = re.compile(r"-?[0-9]+")
+TARGET_ERROR_CODES = {
+    "top_k": "bad_top_k",
+    "explain_top": "bad_explain_top",
+    "class": "class_out_of_range",
+    "method": "unknown_method",
+    None: "bad_parameter",  # two fields that conflict
+}
 
 
 class HTTPError(Exception):
@@ -40,13 +47,13 @@ class Plan:
 
     @property
     def maps(self) -> int:
-        per_method = len(self.settings.classes) if self.settings.classes else self.settings.explain_top
-        return len(self.settings.methods) * per_method
+        targets = self.settings.targets
+        return len(targets.methods) * targets.maps_per_method
 
     def heavy(self, pixels: int) -> bool:
         """Work for the heavy lane: Score-CAM, aug_smooth's six runs, or a large image."""
         settings = self.settings
-        return settings.aug_smooth or pixels > LIGHT_MAX_PIXELS or any(m in HEAVY_METHODS for m in settings.methods)
+        return settings.aug_smooth or pixels > LIGHT_MAX_PIXELS or any(m in HEAVY_METHODS for m in settings.targets.methods)
 
 
 def parse_flag(name: str, value: str | None) -> bool:
@@ -83,37 +90,24 @@ def given(query: Mapping[str, Sequence[str]], name: str, default: str) -> str:
 
 
 def parse_request(query: Mapping[str, Sequence[str]], num_classes: int, limits: Limits) -> Plan:
-    """The query string (name -> values) -> a Plan, or HTTPError naming what is wrong or too big."""
-    methods = tuple(dict.fromkeys(listed(query, "method"))) or ("gradcam",)
-    for method in methods:
-        if method not in METHODS:
-            raise HTTPError(422, "unknown_method", f"method {method!r}: unknown; use one of {', '.join(METHODS)}")
-    top_k = parse_int("top_k", given(query, "top_k", "3"))
-    if not 1 <= top_k <= num_classes:
-        raise HTTPError(422, "bad_top_k", f"top_k {top_k}: must be between 1 and the model's {num_classes} classes")
-    explain_top = parse_int("explain_top", given(query, "explain_top", "1"))
-    if not 1 <= explain_top <= num_classes:
-        raise HTTPError(
-            422, "bad_explain_top", f"explain_top {explain_top}: must be between 1 and the model's {num_classes} classes"
-        )
-    classes = tuple(parse_int("class", c) for c in listed(query, "class"))
-    for index in classes:
-        if not 0 <= index < num_classes:
-            raise HTTPError(
-                422, "class_out_of_range", f"class {index}: out of range (the model has {num_classes} classes, 0..{num_classes - 1})"
-            )
+    """The query string (name -> values) -> a Plan, or HTTPError naming what is wrong or too big.
+    What to explain is runtime.targets' Targets; its errors become 422 with a code per field."""
+    top_k = parse_int("top_k", given(query, "top_k", str(min(DEFAULT_TOP_K, num_classes))))
+    explain_top_text = last(query, "explain_top")
+    explain_top = None if explain_top_text is None else parse_int("explain_top", explain_top_text)
+    classes = tuple(parse_int("class", c) for c in listed(query, "class")) or None
     include = tuple(dict.fromkeys(listed(query, "include")))
     for item in include:
         if item not in INCLUDES:
             raise HTTPError(422, "bad_include", f"include {item!r}: unknown; use heatmap and/or overlay")
-    if classes and "explain_top" in query:
-        raise HTTPError(422, "bad_parameter", "explain_top and class: give one of them")
+    try:
+        methods = parse_methods(",".join(dict.fromkeys(listed(query, "method")))) if listed(query, "method") else (DEFAULT_METHOD,)
+        targets = Targets(top_k, explain_top, classes, methods).check(num_classes)
+    except TargetsError as error:
+        raise HTTPError(422, TARGET_ERROR_CODES[error.field], str(error)) from None
     plan = Plan(
         Settings(
-            methods=methods,
-            top_k=top_k,
-            explain_top=explain_top,
-            classes=classes or None,
+            targets,
             aug_smooth=parse_flag("aug_smooth", last(query, "aug_smooth")),
             eigen_smooth=parse_flag("eigen_smooth", last(query, "eigen_smooth")),
         ),
@@ -123,7 +117,7 @@ def parse_request(query: Mapping[str, Sequence[str]], num_classes: int, limits: 
         raise HTTPError(
             422,
             "too_many_maps",
-            f"{len(methods)} method(s) x {plan.maps // len(methods)} class(es) = {plan.maps} maps: "
+            f"{len(methods)} method(s) x {targets.maps_per_method} class(es) = {plan.maps} maps: "
             f"over the limit of {limits.max_maps} per request (--max-maps)",
         )
     return plan
