@@ -2,9 +2,11 @@
 issue 25: one route table)."""
 
 import asyncio
-import threading
+import struct
+import zlib
 
 import httpx
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -15,8 +17,6 @@ from runtime.serve.limits import Limits
 from runtime.targets import Targets
 from tests.fake_model import write_fake_model
 from tests.serve_helpers import png_bytes, red_blob_png
-
-import numpy as np
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +246,18 @@ def test_big_images_are_drawn_in_the_render_lane(explainer):
     maps = response.json()["maps"]
     assert len(maps) == 2 and all(len(m["overlay_png"]) > 100 for m in maps)
     assert len(used) == 2
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels and holds none (a decompression bomb's head)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IDAT", b"")
+
+
+@pytest.mark.parametrize("side", [5000, 20000])  # 25 Mpx: our limit from the header; 400 Mpx: Pillow's bomb check
+def test_a_declared_huge_image_is_413_before_any_work(explainer, side):
+    before = CountingExplainer.calls
+    assert_error(client_for(explainer).post("/v1/explain", content=png_header(side, side)), 413, "too_many_pixels", "--max-pixels")
+    assert CountingExplainer.calls == before

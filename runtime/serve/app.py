@@ -192,6 +192,13 @@ async def image_bytes(request: Request, limits: Limits) -> bytes:
     return await upload.read()
 
 
+def image_error(error: ImageError) -> HTTPError:
+    """413 for an image over --max-pixels (Pillow's own bomb check names it too), else 422."""
+    if "pixel" in error.problem:
+        return HTTPError(413, "too_many_pixels", f"{error.problem} (--max-pixels)")
+    return HTTPError(422, "bad_image", error.problem)
+
+
 async def image_size(data: bytes, limits: Limits) -> int:
     """The image's pixels from its header; if Pillow cannot read the header, the decoder's own error."""
     pixels = image_pixels(data)
@@ -199,7 +206,7 @@ async def image_size(data: bytes, limits: Limits) -> int:
         try:
             await asyncio.to_thread(decode_image, data, "the request body", limits.max_pixels)
         except ImageError as error:
-            raise HTTPError(422, "bad_image", error.problem) from None
+            raise image_error(error) from None
         raise HTTPError(422, "bad_image", "the request body: an image whose size cannot be read")
     return pixels
 
@@ -330,7 +337,7 @@ async def explain(request: Request) -> Response:
         raise HTTPError(422, "bad_request", str(error)) from None
     failed = next((o.error for o in outcomes if o.error is not None), None)
     if failed is not None:
-        raise HTTPError(413 if "pixel" in failed.problem else 422, "bad_image", failed.problem)
+        raise image_error(failed)
     service.metrics.images.inc()
     request.state.images = 1
     big = pixels > LIGHT_MAX_PIXELS
