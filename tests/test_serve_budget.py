@@ -91,7 +91,11 @@ def test_item_3_timed_out_work_stops_and_sigterm_is_prompt(slow_model_path):
         for thread in threads:
             thread.join(timeout=30)
         assert statuses == [504] * 3
-        metrics = httpx.get(f"{url}/metrics").text
+        for _ in range(30):  # the work stops at its next model run: within a run's time
+            metrics = httpx.get(f"{url}/metrics").text
+            if "onnxcam_runs_stopped 0.0" not in metrics:
+                break
+            time.sleep(0.1)
         started = time.perf_counter()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0

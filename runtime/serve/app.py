@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,7 +37,9 @@ from ..png import encode_png
 from ..results import ClassMap, Outcome, record
 from .batching import Job, Lanes, QueueFull, lower_priority
 from .limits import LIGHT_MAX_PIXELS, Limits
-from .plan import HTTPError, Plan, check_image, image_pixels, parse_request
+from .errors import HTTPError, error_response
+from .middleware import Guard, InFlight, Observed
+from .plan import Plan, check_image, image_pixels, parse_request
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 CLIENT_GONE = 499  # nginx's "client closed request": counted, never sent
@@ -90,10 +90,6 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def service_of(request: Request) -> Service:
@@ -186,10 +182,13 @@ async def image_bytes(request: Request, limits: Limits) -> bytes:
     except (HTTPException, MultiPartException) as error:
         detail = getattr(error, "detail", None) or getattr(error, "message", "")
         raise HTTPError(400, "bad_multipart", f"cannot read the multipart body: {detail}") from None
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        raise HTTPError(422, "missing_file", "multipart request without a file field named 'file'")
-    return await upload.read()
+    try:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise HTTPError(422, "missing_file", "multipart request without a file field named 'file'")
+        return await upload.read()
+    finally:
+        await form.close()  # a part over 1 MiB was spooled to a temporary file: removed now
 
 
 def image_error(error: ImageError) -> HTTPError:
@@ -415,7 +414,7 @@ def create_app(service: Service | None = None, access_log: bool = False) -> Star
     app = Starlette(
         routes=list(ROUTES),
         middleware=[
-            Middleware(Observed, access_log=access_log),
+            Middleware(Observed, paths=PATHS, access_log=access_log),
             Middleware(InFlight, limit=limits.max_requests, path="/v1/explain"),
             Middleware(Guard, allowed_hosts=limits.allowed_hosts, allow_origins=limits.allow_origins),
             Middleware(
@@ -429,83 +428,3 @@ def create_app(service: Service | None = None, access_log: bool = False) -> Star
     )
     app.state.service = service
     return app
-
-
-class Guard:
-    """Refuses a Host header not in --allowed-host (DNS rebinding) and a request from another
-    origin's page unless --allow-origin names it: a page on any site could otherwise make the
-    user's browser post to a server on their machine."""
-
-    def __init__(self, app: Any, allowed_hosts: tuple[str, ...], allow_origins: tuple[str, ...]) -> None:
-        self.app, self.allowed_hosts, self.allow_origins = app, allowed_hosts, allow_origins
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        host = headers.get("host", "")
-        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if "*" not in self.allowed_hosts and hostname.strip("[]") not in self.allowed_hosts:
-            await error_response(400, "bad_host", f"Host {host!r} is not served here (--allowed-host)")(scope, receive, send)
-            return
-        origin = headers.get("origin")
-        if origin is not None and origin != f"{scope['scheme']}://{host}" and origin not in self.allow_origins:
-            message = f"requests from pages of {origin} are refused; start the server with --allow-origin {origin} to allow them"
-            await error_response(403, "cross_origin", message)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-class InFlight:
-    """At most `limit` requests to `path` at once, from their first byte to their last (body
-    read, queued, answered): 503 for more. What they hold is bounded by limit x --max-body-mb."""
-
-    def __init__(self, app: Any, limit: int, path: str) -> None:
-        self.app, self.limit, self.path, self.count = app, limit, path, 0
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        if self.count >= self.limit:
-            message = f"the server is busy ({self.limit} requests in flight, --max-requests); retry shortly"
-            await error_response(503, "busy", message, {"Retry-After": "1"})(scope, receive, send)
-            return
-        self.count += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.count -= 1
-
-
-class Observed:
-    """Counts every HTTP response by path and status, times it, and (access_log) prints one
-    line per request: method, path, status, ms, images; never the body, query or key."""
-
-    def __init__(self, app: Any, access_log: bool = False) -> None:
-        self.app, self.access_log = app, access_log
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), [500]
-
-        async def send_status(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            seconds = time.perf_counter() - started
-            path = scope["path"] if scope["path"] in PATHS else "other"
-            service = scope["app"].state.service if "app" in scope else None
-            if service is not None:
-                service.metrics.requests.labels(path, str(status[0])).inc()
-                service.metrics.latency.labels(path).observe(seconds)
-            if self.access_log:
-                images = scope.get("state", {}).get("images", 0)
-                print(f"{scope['method']} {scope['path'][:200]} {status[0]} {seconds * 1000:.0f} ms {images} image(s)", file=sys.stderr, flush=True)

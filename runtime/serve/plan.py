@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..targets import DEFAULT_METHOD, DEFAULT_TOP_K, Targets, TargetsError, parse_methods
 from .batching import Settings
+from .errors import HTTPError
 from .limits import LIGHT_MAX_PIXELS, Limits
 
 INCLUDES = ("heatmap", "overlay")
@@ -28,14 +29,6 @@ TARGET_ERROR_CODES = {
     "method": "unknown_method",
     None: "bad_parameter",  # two fields that conflict
 }
-
-
-class HTTPError(Exception):
-    """A client error: status, a short code, one sentence."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 @dataclass(frozen=True)
