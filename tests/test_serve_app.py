@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import hashlib
 import io
 import os
 import threading
@@ -82,7 +83,13 @@ def test_explain_raw_body_equals_the_explainer(client, explainer):
     assert len(document["predictions"]) == len(document["maps"]) == 2
     assert document["predictions"][0]["label"] == "red"
     assert_matches(document, expected)
-    assert document["model"] == {"sha256": "0" * 64, "layer": "average_pool", "weights": explainer.card.weights}
+    assert document["model"] == {
+        "file_sha256": hashlib.sha256(open(explainer.model_path, "rb").read()).hexdigest(),
+        "weights_sha256": "0" * 64,
+        "sha256": "0" * 64,
+        "layer": "average_pool",
+        "weights": explainer.card.weights,
+    }
     assert "heatmap_png" not in document["maps"][0] and "overlay_png" not in document["maps"][0]
 
 
@@ -196,10 +203,10 @@ class GatedExplainer(Explainer):
     gate: threading.Event
     entered: threading.Event
 
-    def explain_methods(self, *args, **kwargs):
+    def explain_targets(self, *args, **kwargs):
         self.entered.set()
         self.gate.wait(timeout=10)
-        return super().explain_methods(*args, **kwargs)
+        return super().explain_targets(*args, **kwargs)
 
 
 async def post_all(app, bodies_and_queries):
@@ -220,10 +227,14 @@ def test_queue_full_is_503_and_timeout_is_504(model_path):
 
     async def scenario():
         running = asyncio.ensure_future(post_all(app, [(image, "")]))
-        while not gated.entered.is_set():  # the first request holds the worker
+        for _ in range(1000):  # the first request holds the worker (at most 10 s)
+            if gated.entered.is_set():
+                break
             await asyncio.sleep(0.01)
         queued = asyncio.ensure_future(post_all(app, [(image, "")]))
-        while service.batcher.depth < 1:  # the second waits in the queue
+        for _ in range(1000):  # the second waits in the queue
+            if service.lanes.depth >= 1:
+                break
             await asyncio.sleep(0.01)
         refused = await post_all(app, [(image, "")] * 2)
         gated.gate.set()

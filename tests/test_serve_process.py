@@ -15,7 +15,7 @@ import pytest
 
 from runtime import Explainer
 from tests.fake_model import write_fake_model
-from tests.serve_helpers import ROOT, png_bytes, server_process
+from tests.serve_helpers import ROOT, log, memory_kib, png_bytes, server_process
 
 CONNECTIONS = 200
 REQUESTS_EACH = 10
@@ -28,11 +28,7 @@ def model_path(tmp_path_factory):
 
 
 def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    return memory_kib(pid) * 1024
 
 
 def sample_images() -> list[bytes]:
@@ -92,7 +88,7 @@ def test_load_run_no_errors_exact_answers_bounded_memory(model_path):
             await asyncio.gather(*(worker(client, index) for index in range(CONNECTIONS)))
         return rss_after_first[0], rss_bytes(pid)
 
-    with server_process(model_path, "--max-queue", "512", "--max-batch-size", "16") as (process, url):
+    with server_process(model_path, "--max-queue", "512", "--max-batch-size", "16", "--max-requests", "256", "--keep-alive-s", "60") as (process, url):
         first, last = asyncio.run(run(url, process.pid))
         metrics = httpx.get(f"{url}/metrics").text
     assert failures == []
@@ -105,7 +101,7 @@ def test_body_over_the_limit_is_refused_before_it_is_sent(model_path):
     with server_process(model_path, "--max-body-mb", "1") as (process, url):
         address = urlparse(url)
         with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/explain HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1000)
+            sock.sendall(b"POST /v1/explain HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50000000\r\n\r\n" + b"x" * 1000)
             reply = b""
             while b"}}" not in reply:  # answered with 49.999 MB still unsent
                 chunk = sock.recv(65536)
@@ -137,6 +133,18 @@ def test_sigterm_finishes_the_request_in_flight_and_exits_0(model_path):
         (["--model", "MODEL", "--max-batch-size", "0"], "--max-batch-size 0: must be at least 1"),
         (["--model", "MODEL", "--autoscale", "3"], "--autoscale '3': give MIN,MAX"),
         (["--model", "NOT_ONNX"], "not"),
+        (["--model", "MODEL", "--max-body-mb", "nan"], "--max-body-mb nan: must be a finite number above 0"),
+        (["--model", "MODEL", "--max-body-mb", "inf"], "--max-body-mb inf: must be a finite number above 0"),
+        (["--model", "MODEL", "--timeout-s", "nan"], "--timeout-s nan: must be a finite number above 0"),
+        (["--model", "MODEL", "--max-wait-ms", "nan"], "--max-wait-ms nan: must be a finite number above 0 (or 0)"),
+        (["--model", "MODEL", "--max-output-mpx", "-1"], "--max-output-mpx -1.0: must be a finite number above 0"),
+        (["--model", "MODEL", "--header-timeout-s", "0"], "--header-timeout-s 0.0: must be a finite number above 0"),
+        (["--model", "MODEL", "--port", "70000"], "--port 70000: must be between 1 and 65535"),
+        (["--model", "MODEL", "--port", "0"], "--port 0: must be between 1 and 65535"),
+        (["--model", "MODEL", "--port", "http"], "argument --port: invalid int value: 'http'"),
+        (["--model", "MODEL", "--max-maps", "0"], "--max-maps 0: must be at least 1"),
+        (["--model", "MODEL", "--max-requests", "0"], "--max-requests 0: must be at least 1"),
+        (["--model", "MODEL", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(model_path, tmp_path, flags, message):
@@ -147,3 +155,44 @@ def test_bad_flags_give_one_line_and_exit_2(model_path, tmp_path, flags, message
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("onnxcam-serve: ") and message in lines[0], completed.stderr
+
+
+def test_help_gives_a_default_or_a_word_for_every_option():
+    completed = subprocess.run([sys.executable, "-m", "runtime.serve", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0
+    options = completed.stdout.split("options:")[1]
+    entries = [entry for entry in options.split("\n  -") if entry.strip()]
+    assert len(entries) > 20
+    for entry in entries:
+        words = " ".join(entry.split())
+        if not words.startswith("h, --help"):
+            assert "default:" in words or "store_true" in words or len(words.split()) > 6, words
+    for limit in ("--max-maps", "--max-output-mpx", "--max-requests", "--max-connections", "--header-timeout-s", "--body-timeout-s", "--allow-origin", "--quiet"):
+        assert limit in options
+
+
+def test_start_line_access_log_and_sigterm_lines(model_path, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("k3y-never-logged")
+    image = sample_images()[0]
+    with server_process(model_path, "--api-key-file", str(key)) as (process, url):
+        headers = {"X-API-Key": "k3y-never-logged"}
+        assert httpx.post(f"{url}/v1/explain?top_k=2", content=image, headers=headers).status_code == 200
+        assert httpx.post(f"{url}/v1/explain", content=b"junk", headers=headers).status_code == 422
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        lines = log(process).splitlines()
+    start = lines[0]
+    assert start.startswith("onnxcam-serve: fake (layer average_pool) on http://127.0.0.1:") and "16 maps" in start and "API key required" in start
+    assert any(line.startswith("POST /v1/explain 200 ") and line.endswith(" ms 1 image(s)") for line in lines)
+    assert any(line.startswith("POST /v1/explain 422 ") for line in lines)
+    assert any(line.startswith("onnxcam-serve: SIGTERM: accepting no new requests") for line in lines), lines
+    assert lines[-1] == "onnxcam-serve: stopped"
+    assert not any("k3y" in line or "junk" in line or "top_k" in line for line in lines)
+
+
+def test_quiet_has_no_access_log(model_path):
+    with server_process(model_path, "--quiet") as (process, url):
+        assert httpx.post(f"{url}/v1/explain", content=sample_images()[0]).status_code == 200
+        text = log(process)
+    assert "POST" not in text and "onnxcam-serve: fake" in text

@@ -2,9 +2,8 @@
 
 from typing import Any
 
-from ..explainer import Explainer
 from .app import Service, create_app
-from .limits import Limits
+from .limits import Limits, explainer_for
 
 RAY_HINT = 'Ray Serve is not installed; install it with: pip install "onnxcam[ray]"'
 
@@ -28,8 +27,7 @@ def deployment(model_path: str, device: str, limits: Limits, replicas: int = 1, 
         """One replica: its own Explainer (session), batcher and metrics, behind the same routes."""
 
         def __init__(self, model_path: str, device: str, limits: Limits) -> None:
-            explainer = Explainer(model_path, device=device, batch_size=limits.max_batch_size, max_pixels=limits.max_pixels)
-            self.service = Service(explainer, limits)
+            self.service = Service(explainer_for(model_path, device, limits), limits)
 
         def __serve_build_asgi_app__(self) -> Any:
             return create_app(self.service)
