@@ -1,5 +1,5 @@
 """`python -m export` is `python -m export.build`."""
 
-from export.build import main
+from .build import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ from typing import Callable
 
 import keras
 
-from export.errors import ExportError, one_line
+from .errors import ExportError, one_line
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,17 @@ what and what to do; nothing is written); 2 bad command line.
 
 from __future__ import annotations
 
-from export.arguments import is_onnx, parse_args
-from export.errors import reported
+from .arguments import is_onnx, parse_args
+from .errors import reported
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if is_onnx(args.model):
-        from export.onnx_import.build import import_model  # onnx + onnxruntime only, no TensorFlow
+        from .onnx_import.build import import_model  # onnx + onnxruntime only, no TensorFlow
 
         return reported(lambda: import_model(args))
-    from export.keras_build import export_quietly  # TensorFlow only once the arguments are good
+    from .keras_build import export_quietly  # TensorFlow only once the arguments are good
 
     return reported(lambda: export_quietly(args))
 

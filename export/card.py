@@ -7,7 +7,7 @@ from importlib import metadata
 
 import onnx
 
-from export import contract
+from . import contract
 
 
 def model_card(*, model: str, labels: list[str], input_size: tuple[int, int], preprocessing: str,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from export.applications import APPLICATIONS, build_application
-from export.errors import ExportError, one_line
-from export.labels import labels_for
-from export.preprocessing import PREPROCESSING
+from .applications import APPLICATIONS, build_application
+from .errors import ExportError, one_line
+from .labels import labels_for
+from .preprocessing import PREPROCESSING
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import tf2onnx
 import tf2onnx.optimizer
 from onnx import TensorProto, helper
 
-from export.errors import ExportError, one_line
+from .errors import ExportError, one_line
 
 
 def dynamic_stitch(ctx, node, name, args):  # noqa: ANN001 (tf2onnx's handler signature)

@@ -10,10 +10,10 @@ import os
 import time
 import warnings
 
-from export.card import model_card
-from export.errors import ExportError
-from export.output import mib, peak_rss_gib, write_atomically
-from export.quiet import captured_stderr
+from .card import model_card
+from .errors import ExportError
+from .output import mib, peak_rss_gib, write_atomically
+from .quiet import captured_stderr
 
 
 def export_quietly(args: argparse.Namespace) -> None:
@@ -21,7 +21,7 @@ def export_quietly(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     debug = bool(os.environ.get("ONNXCAM_DEBUG"))
     with contextlib.nullcontext() if debug else captured_stderr():
-        from export.convert import depthwise_grouped_convolutions
+        from .convert import depthwise_grouped_convolutions
 
         with depthwise_grouped_convolutions():
             export(args)
@@ -33,13 +33,13 @@ def export(args: argparse.Namespace) -> None:
     # Imported here so that `--help` and bad arguments answer without loading TensorFlow.
     import keras
 
-    from export import contract
-    from export.classifier import load_classifier
-    from export.convert import convert
-    from export.one_hot import gather_one_hot_products
-    from export.shrink import share_forward_weights
-    from export.verify import relative_limit, self_check
-    from export.wrap import gradcam_function, is_linear, plain_function, resolve_layers, split
+    from . import contract
+    from .classifier import load_classifier
+    from .convert import convert
+    from .one_hot import gather_one_hot_products
+    from .shrink import share_forward_weights
+    from .verify import relative_limit, self_check
+    from .wrap import gradcam_function, is_linear, plain_function, resolve_layers, split
 
     keras.config.disable_interactive_logging()  # no download progress bars: one line per step
 

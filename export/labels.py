@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from export.errors import ExportError, one_line
+from .errors import ExportError, one_line
 
 
 def read_labels(path: str) -> list[str]:

@@ -7,7 +7,7 @@ import contextlib
 import os
 import resource
 
-from export.errors import ExportError
+from .errors import ExportError
 
 
 def write_atomically(path: str, data: bytes) -> int:

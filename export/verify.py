@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime
 import tensorflow as tf
 
-from export import contract
-from export.errors import ExportError, one_line
+from . import contract
+from .errors import ExportError, one_line
 
 MAX_RELATIVE_ERROR = 1e-4
 # When the head between the target layer and the logits has nonlinear units (ReLU blocks), the

@@ -18,9 +18,9 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
-from export import contract
-from export.errors import ExportError, one_line
-from export.preprocessing import PREPROCESSING
+from . import contract
+from .errors import ExportError, one_line
+from .preprocessing import PREPROCESSING
 
 
 def resolve_layers(model: keras.Model, layers: str) -> list[str]:

@@ -1,7 +1,7 @@
 """What every runtime command line shares: the one-line argument parser, the common flags (one
 name per idea, old spellings kept as aliases), exit codes, one-line reports, and Ctrl-C/SIGTERM.
 
-    from runtime import commandline as cl
+    from . import commandline as cl
     def build_parser():
         parser = cl.OneLineParser(prog="onnxcam-batch", description="...")
         parser.add_argument("sources", nargs="+")

@@ -1,7 +1,7 @@
 """What an explanation returns: small records, plain data; and `record`, the one plain dict
 (JSON-ready) of a result that every front end prints, returns or stores.
 
-    from runtime.results import record, weights_record
+    from .results import record, weights_record
     explanation.to_record()                       # one method's result
     record(per_method_explanations, card)         # one image under several methods, with "weights"
     # {"image": "cat.jpg",

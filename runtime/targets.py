@@ -1,7 +1,7 @@
 """What to explain: one validated, immutable value shared by every front end (CLI, API, service,
 batch job, evaluate). The defaults live here, and method names are checked here only.
 
-    from runtime.targets import Targets, TargetsError, parse_methods
+    from .targets import Targets, TargetsError, parse_methods
     targets = Targets()                                   # top_k=3, maps for the top class, gradcam
     targets = Targets(top_k=5, explain_top=2, methods=parse_methods("gradcam,scorecam"))
     targets = Targets(classes=(207, 281))                 # maps for these classes of every image

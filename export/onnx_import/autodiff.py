@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import onnx
 
-from export.errors import ExportError
-from export.onnx_import.emitter import Emitter
-from export.onnx_import.vjp import MULTI_OUTPUT, REGISTRY
+from ..errors import ExportError
+from .emitter import Emitter
+from .vjp import MULTI_OUTPUT, REGISTRY
 
 
 def active_tensors(nodes: Sequence[onnx.NodeProto], target: str, floats: set[str]) -> set[str]:

@@ -11,14 +11,14 @@ import time
 import onnx
 import onnxruntime
 
-from export.card import model_card
-from export.errors import ExportError, one_line
-from export.labels import labels_for
-from export.output import mib, peak_rss_gib, write_atomically
-from export.onnx_import.graph import LinearHead, read_classifier
-from export.onnx_import.head import find_head
-from export.onnx_import.verify import self_check
-from export.onnx_import.wrap import PREPROCESSING, gradcam_model
+from ..card import model_card
+from ..errors import ExportError, one_line
+from ..labels import labels_for
+from ..output import mib, peak_rss_gib, write_atomically
+from .graph import LinearHead, read_classifier
+from .head import find_head
+from .verify import self_check
+from .wrap import PREPROCESSING, gradcam_model
 
 
 def import_model(args: argparse.Namespace) -> None:

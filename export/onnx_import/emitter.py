@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from export.errors import ExportError
+from ..errors import ExportError
 
 
 class Emitter:

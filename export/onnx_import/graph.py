@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from export.errors import ExportError
-from export.onnx_import.names import PREFIX, rename_reserved
-from export.onnx_import.shapes import batch_hint, prepared
+from ..errors import ExportError
+from .names import PREFIX, rename_reserved
+from .shapes import batch_hint, prepared
 
 PASS_THROUGH = ("Flatten", "Reshape", "Squeeze", "Dropout", "Identity")
 SQUASHES = {"Softmax": "softmax", "Sigmoid": "sigmoid"}  # a trailing op making probabilities of the logits

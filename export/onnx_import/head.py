@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.errors import ExportError
-from export.onnx_import.graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
-from export.onnx_import.tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer
+from ..errors import ExportError
+from .graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
+from .tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer
 
 POOLS = ("MaxPool", "AveragePool")
 SMALL_CONSTANT = 4096

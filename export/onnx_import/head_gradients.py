@@ -7,11 +7,11 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from export import contract
-from export.onnx_import.autodiff import backward
-from export.onnx_import.emitter import Emitter
-from export.onnx_import.graph import Classifier
-from export.onnx_import.head import GeneralHead
+from .. import contract
+from .autodiff import backward
+from .emitter import Emitter
+from .graph import Classifier
+from .head import GeneralHead
 
 PREFIX = "onnxcam/head/"
 

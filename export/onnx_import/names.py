@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import onnx
 
-from export import contract
+from .. import contract
 
 PREFIX = "onnxcam/"  # every tensor the import adds is named under it, or is one of the contract's names
 RESERVED = frozenset((contract.INPUT_IMAGE, contract.INPUT_CLASS_INDEX, *contract.OUTPUTS))

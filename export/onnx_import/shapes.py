@@ -18,7 +18,7 @@ import onnx
 import onnxruntime
 from onnx import helper, numpy_helper
 
-from export.errors import ExportError, one_line, onnxruntime_line
+from ..errors import ExportError, one_line, onnxruntime_line
 
 
 def prepared(model: onnx.ModelProto, name: str, layout: str, size: tuple[int, int]) -> onnx.ModelProto:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.errors import ExportError
+from ..errors import ExportError
 
 SUFFIX = ":patches"
 MAX_EXTRA = 16  # extra tokens allowed where the grid comes from the input's proportions

@@ -10,11 +10,11 @@ import onnx
 import onnxruntime
 from onnx import TensorProto, helper, numpy_helper
 
-from export import contract
-from export.errors import ExportError, onnxruntime_line
-from export.onnx_import.graph import Classifier, Head
-from export.onnx_import.head import elem_types, head_inputs, head_model
-from export.onnx_import.shapes import batch_hint
+from .. import contract
+from ..errors import ExportError, onnxruntime_line
+from .graph import Classifier, Head
+from .head import elem_types, head_inputs, head_model
+from .shapes import batch_hint
 
 MAX_RELATIVE_ERROR = 1e-4
 FLOAT32_GRADIENT_LIMIT = 1e-2  # finite differences in float32 (no float64 kernels): rounding and kinks dominate

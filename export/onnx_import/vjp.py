@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from export.errors import ExportError
-from export.onnx_import.emitter import Emitter
+from ..errors import ExportError
+from .emitter import Emitter
 
 Vjp = Callable[[Emitter, onnx.NodeProto, str, set[int]], dict[int, str]]
 REGISTRY: dict[str, Vjp] = {}
@@ -384,4 +384,4 @@ def _max_pool(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dic
     return {0: _transposed(e, columns, weight, node, kernel, channels)}
 
 
-from export.onnx_import import vjp_attention  # noqa: E402,F401  (registers the transformer ops' rules)
+from . import vjp_attention  # noqa: E402,F401  (registers the transformer ops' rules)

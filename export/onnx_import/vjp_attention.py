@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from export.onnx_import.autodiff import Emitter
-from export.onnx_import.vjp import _gather, _refuse, _where, attributes, rule
+from .autodiff import Emitter
+from .vjp import _gather, _refuse, _where, attributes, rule
 
 
 def _constant(e: Emitter, node: onnx.NodeProto, index: int, what: str) -> np.ndarray | None:

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export import contract
-from export.onnx_import.graph import Classifier, Head, LinearHead
-from export.onnx_import.head_gradients import general_gradients
-from export.onnx_import.names import PREFIX
+from .. import contract
+from .graph import Classifier, Head, LinearHead
+from .head_gradients import general_gradients
+from .names import PREFIX
 # Per RGB channel, in 0..255 pixel units; caffe also reorders to BGR.
 PREPROCESSING = {
     "torch": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),

@@ -10,7 +10,7 @@ The last line: `N ok, M failed, X img/s, DIR`."""
 import argparse
 from collections.abc import Sequence
 
-from runtime import commandline as cl
+from .. import commandline as cl
 
 from . import PROG
 

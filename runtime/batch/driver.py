@@ -8,9 +8,9 @@ import time
 
 import pyarrow.fs as pafs
 
-from runtime import commandline as cl
-from runtime.errors import UsageError, one_line
-from runtime.targets import Targets
+from .. import commandline as cl
+from ..errors import UsageError, one_line
+from ..targets import Targets
 
 from . import PROG, manifest, shards, sources
 from .storage import filesystem

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from runtime import Explainer
-from runtime.commandline import Terminated, shown
-from runtime.errors import ImageError, one_line
-from runtime.render import encoded_image, encoded_npy
-from runtime.results import record
-from runtime.targets import Targets
+from .. import Explainer
+from ..commandline import Terminated, shown
+from ..errors import ImageError, one_line
+from ..render import encoded_image, encoded_npy
+from ..results import record
+from ..targets import Targets
 
 from .shards import RESULTS, SCHEMA, shard_name
 from .storage import delete_quietly, filesystem, read_input, write_atomically

@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from runtime.errors import ModelError, OnnxcamError, one_line
+from ..errors import ModelError, OnnxcamError, one_line
 
 from .storage import write_atomically
 

@@ -12,8 +12,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from runtime.errors import OnnxcamError, one_line
-from runtime.images import IMAGE_SUFFIXES
+from ..errors import OnnxcamError, one_line
+from ..images import IMAGE_SUFFIXES
 
 from .storage import filesystem, is_uri
 

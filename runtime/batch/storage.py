@@ -9,8 +9,8 @@ import uuid
 
 import pyarrow.fs as pafs
 
-from runtime.errors import ImageError, one_line
-from runtime.images import read_file, read_stream
+from ..errors import ImageError, one_line
+from ..images import read_file, read_stream
 
 
 def is_uri(path: str) -> bool:
