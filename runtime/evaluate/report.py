@@ -3,14 +3,13 @@ curves.png, each written atomically."""
 
 import dataclasses
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..writer import write_set
 from .run import Results
 from .baselines import BASELINES
 from .sanity import DEFAULT_THRESHOLD, flagged
@@ -234,22 +233,12 @@ def examples_image(examples: list, cell: int = 128) -> np.ndarray:
 
 
 def write(out: Path, data: dict, examples: list | None = None) -> None:
-    """report.md, metrics.json, curves.png and (with examples) examples.png in `out`, atomically."""
+    """report.md, metrics.json, curves.png and (with examples) examples.png in `out`: the set
+    appears whole or not at all (runtime.writer)."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "metrics.json", json.dumps(data, indent=2).encode())
-    _atomic(out / "report.md", markdown(data).encode())
+    files = [(out / "metrics.json", json.dumps(data, indent=2).encode()), (out / "report.md", markdown(data).encode())]
     if data["curves"]:
-        ok, png = cv2.imencode(".png", curves_image(data["curves"]))
-        _atomic(out / "curves.png", png.tobytes())
+        files.append((out / "curves.png", cv2.imencode(".png", curves_image(data["curves"]))[1].tobytes()))
     if examples:
-        ok, png = cv2.imencode(".png", examples_image(examples))
-        _atomic(out / "examples.png", png.tobytes())
-
-
-def _atomic(path: Path, content: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_bytes(content)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        files.append((out / "examples.png", cv2.imencode(".png", examples_image(examples))[1].tobytes()))
+    write_set((str(path), content) for path, content in files)
