@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from export.errors import ExportError
 from export.onnx_import.emitter import Emitter
 from tests.importing import refusal, with_nodes
-from export.onnx_import.vjp import REGISTRY
+from export.onnx_import.autodiff import REGISTRY  # every rule: vjp.py and vjp_attention.py
 from tests.onnx_classifiers import write_head_classifier
 
 SHAPE = (3, 4, 5)

@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 from tests.importing import import_onnx, refusal, with_nodes
 from export.onnx_import.graph import read_classifier
 from export.onnx_import.head import find_head
-from export.onnx_import.vjp import REGISTRY
+from export.onnx_import.autodiff import REGISTRY  # every rule: vjp.py and vjp_attention.py
 from runtime import Explainer
 from tests.onnx_classifiers import HEADS, SIZE, write_head_classifier
 from tests.test_onnx_import_vit_ops import CASES as TRANSFORMER_OPS

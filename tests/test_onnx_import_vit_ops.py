@@ -16,7 +16,7 @@ from onnx.reference import ReferenceEvaluator
 
 from export.errors import ExportError
 from export.onnx_import.autodiff import Emitter
-from export.onnx_import.vjp import REGISTRY
+from export.onnx_import.autodiff import REGISTRY  # every rule: vjp.py and vjp_attention.py
 
 RNG = np.random.default_rng(0)
 

@@ -9,6 +9,7 @@ import onnx
 
 from ..errors import ExportError
 from .emitter import Emitter
+from . import vjp_attention  # noqa: F401  (registers the transformer ops' rules into REGISTRY)
 from .vjp import MULTI_OUTPUT, REGISTRY
 
 

@@ -382,6 +382,3 @@ def _max_pool(e: Emitter, node: onnx.NodeProto, g: str, wanted: set[int]) -> dic
     columns = e.op("Mul", first, e.unsqueeze(g, [2]))
     columns = e.op("Reshape", columns, e.const([-1, channels * taps, *out], np.int64))
     return {0: _transposed(e, columns, weight, node, kernel, channels)}
-
-
-from . import vjp_attention  # noqa: E402,F401  (registers the transformer ops' rules)

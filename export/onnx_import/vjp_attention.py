@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from .autodiff import Emitter
+from .emitter import Emitter
 from .vjp import _gather, _refuse, _where, attributes, rule
 
 
