@@ -38,6 +38,8 @@ def test_every_extra_the_test_command_installs_exists():
 
 
 def test_every_package_and_the_serve_page_are_in_the_distribution():
+    """Installed as onnxcam.runtime / onnxcam.export (docs/packaging.md): every package on disk is
+    listed under that name, and the serve page goes with it."""
     with open(ROOT / "pyproject.toml", "rb") as file:
         setuptools = tomllib.load(file)["tool"]["setuptools"]
     on_disk = {
@@ -45,11 +47,13 @@ def test_every_package_and_the_serve_page_are_in_the_distribution():
         for top in ("runtime", "export")
         for init in (ROOT / top).rglob("__init__.py")
     }
-    assert set(setuptools["packages"]) == on_disk
+    assert setuptools["package-dir"] == {"onnxcam.runtime": "runtime", "onnxcam.export": "export"}
+    assert set(setuptools["packages"]) == {"onnxcam"} | {f"onnxcam.{package}" for package in on_disk}
     for package, patterns in setuptools.get("package-data", {}).items():
         for pattern in patterns:
-            assert list((ROOT / package.replace(".", "/")).glob(pattern)), (package, pattern)
-    assert "page/index.html" in setuptools["package-data"]["runtime.serve"]
+            folder = ROOT / package.removeprefix("onnxcam.").replace(".", "/")
+            assert list(folder.glob(pattern)), (package, pattern)
+    assert "page/index.html" in setuptools["package-data"]["onnxcam.runtime.serve"]
 
 
 def test_the_readme_python_example_runs(model_path, capsys):
