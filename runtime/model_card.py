@@ -4,6 +4,7 @@ The runtime reads metadata through onnxruntime (`custom_metadata_map`), so it ne
 `onnx` package.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -182,3 +183,16 @@ def _check_signature(card: ModelCard, session: ort.InferenceSession) -> None:
     classes = outputs[contract.OUTPUT_PROBABILITIES].shape[-1]
     if isinstance(classes, int) and classes != card.num_classes:
         raise ModelError(f"{card.path}: {classes} output classes but {card.num_classes} labels in metadata")
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a model file, as `sha256sum` prints it (the file's identity: the service's
+    `file_sha256`, the batch job's resume check, evaluate's report); ModelError if unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as error:
+        raise ModelError(f"{path}: cannot read the model ({error.strerror or error})") from None
+    return digest.hexdigest()

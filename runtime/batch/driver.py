@@ -10,6 +10,7 @@ import pyarrow.fs as pafs
 
 from .. import commandline as cl
 from ..errors import UsageError, one_line
+from ..model_card import file_sha256
 from ..targets import Targets
 
 from . import PROG, manifest, shards, sources
@@ -23,7 +24,7 @@ def run(args: argparse.Namespace, job) -> int:
         raise UsageError(f"workers {args.workers}: must be at least 1")
     checker = cl.explainer_from_args(argparse.Namespace(**vars(args) | {"device": "cpu"}))  # the card, checked
     targets = cl.targets_from_args(args, checker.card)
-    model = {"path": args.model, "sha256": manifest.file_sha256(args.model), "name": checker.card.model}
+    model = {"path": args.model, "sha256": file_sha256(args.model), "name": checker.card.model}
     if not inputs:
         raise UsageError(f"{' '.join(args.sources)}: no images found")
     settings = row_settings(args, targets)

@@ -3,7 +3,6 @@
 A model is known by its file's sha256: two files that differ in anything (preprocessing, labels,
 weights) are two models, whatever their names and layers say."""
 
-import hashlib
 import json
 import platform
 from importlib import metadata
@@ -11,7 +10,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from ..errors import ModelError, OnnxcamError, one_line
+from ..errors import OnnxcamError, one_line
 
 from .storage import write_atomically
 
@@ -31,15 +30,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-def file_sha256(path: str) -> str:
-    """The sha256 of the model file, as `sha256sum` prints it."""
-    try:
-        with open(path, "rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
-    except OSError as error:
-        raise ModelError(f"{path}: cannot read the model ({error.strerror or one_line(error)})") from None
 
 
 def read(fs: pafs.FileSystem, folder: str) -> dict[str, Any] | None:

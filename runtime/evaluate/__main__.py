@@ -1,7 +1,6 @@
 """python -m runtime.evaluate IMAGES... --model M.onnx --out DIR: how faithful is each map?"""
 
 import argparse
-import hashlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from tqdm import tqdm
 from .. import commandline as cl
 from ..errors import OnnxcamError
 from ..explainer import Explainer
+from ..model_card import file_sha256
 from ..targets import Targets
 from . import boxes as box_file
 from . import report, road
@@ -66,14 +66,6 @@ def _check_steps(steps: int, input_size: tuple[int, int]) -> None:
     if not 1 <= steps <= height * width:
         raise OnnxcamError(f"steps {steps}: must be between 1 and the model input's {height}x{width} = "
                            f"{height * width} pixels (one pixel per step at most)")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _estimate(explainer: Explainer, methods: list[str], chosen: list[str], steps: int, images: int,
@@ -162,7 +154,7 @@ def body(args: argparse.Namespace) -> int:
     if results.unboxed:
         cl.report(PROG, f"no box for {len(results.unboxed)} of {results.images} images (matched by path, then by "
                   f"unique file name): {', '.join(results.unboxed)}")
-    model = report.ModelInfo(args.model, _sha256(args.model), explainer.card.layers, explainer.card.random_weights,
+    model = report.ModelInfo(args.model, file_sha256(args.model), explainer.card.layers, explainer.card.random_weights,
                              explainer.card.preprocessing)
     run = report.RunInfo(model, results.names, methods, chosen, args.steps, args.seed, targets.maps_per_method,
                          classes, args.random_model)

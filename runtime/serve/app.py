@@ -8,7 +8,6 @@ client is gone, or whose deadline passed, marks its job gone, and the model work
 
 import asyncio
 import base64
-import hashlib
 import hmac
 import json
 import os
@@ -33,6 +32,7 @@ from ..errors import ImageError, UsageError
 from ..explainer import Explainer
 from ..images import decode_image
 from ..methods import METHODS
+from ..model_card import file_sha256
 from ..png import encode_png
 from ..results import ClassMap, Outcome, record
 from .batching import Job, Lanes, QueueFull, lower_priority
@@ -82,14 +82,6 @@ class Service:
         height, width = explainer.card.input_size
         explainer.explain(np.full((height, width, 3), 128, dtype=np.uint8), top_k=1)  # warm-up run
         self.ready = True
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def service_of(request: Request) -> Service:
