@@ -35,7 +35,8 @@ def test_item_1_many_maps_of_a_large_image_are_refused_at_once_and_memory_stays_
     with server_process(model_path) as (process, url):
         base = memory_kib(process.pid)
         started = time.perf_counter()
-        response = httpx.post(f"{url}/v1/explain?method={','.join(METHODS)}&explain_top=4&include=overlay,heatmap", content=big, timeout=60)
+        response = httpx.post(f"{url}/v1/explain", content=big, timeout=60,
+                              params={"method": ",".join(METHODS), "explain_top": 4, "include": "overlay,heatmap"})
         assert response.status_code == 422 and response.json()["error"]["code"] == "too_many_maps", response.text
         assert time.perf_counter() - started < 5
         response = httpx.post(f"{url}/v1/explain?explain_top=4&include=overlay,heatmap", content=png_bytes(np.zeros((4000, 4000, 3), np.uint8)), timeout=60)
