@@ -148,7 +148,7 @@ def methods_table(model: Path) -> list[str]:
             seconds = []
             for _ in range(3):
                 begin = time.perf_counter()
-                httpx.post(f"{url}/v1/explain?method={method}", content=image, timeout=600).raise_for_status()
+                httpx.post(f"{url}/v1/explain", params={"method": method}, content=image, timeout=600).raise_for_status()
                 seconds.append(time.perf_counter() - begin)
             lines.append(f"| {method} | {np.median(seconds) * 1000:.0f} |")
     return lines
