@@ -1,4 +1,4 @@
-"""`/work/torchvenv/bin/python -m benchmarks.swin_layer OUT [EPOCHS IMAGES]`: which layer to explain in a Swin (issue #26),
+"""`/work/torchvenv/bin/python -m benchmarks.swin_layer OUT [--seed S]`: which layer to explain in a Swin (issue #26),
 measured with `runtime.evaluate` (deletion, insertion, ROAD, pointing game) on a trained model.
 
 There are no Swin weights offline and random weights say nothing about faithfulness, so a small
@@ -14,6 +14,7 @@ onnx, onnxruntime, scipy, opencv). Single-threaded torch: the machine is shared.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -99,13 +100,18 @@ def run(*command: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv else Path("/tmp/swin_layer")
-    epochs, count = (int(argv[1]), int(argv[2])) if len(argv) > 2 else (25, 48)
+    parser = argparse.ArgumentParser(prog="benchmarks.swin_layer", description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for the models, images and evaluate reports")
+    parser.add_argument("--epochs", type=int, default=25)
+    parser.add_argument("--images", type=int, default=48, help="held-out evaluation images")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the initialisation and batches")
+    args = parser.parse_args(argv)
+    out, epochs, count, seed = args.out, args.epochs, args.images, args.seed
     out.mkdir(parents=True, exist_ok=True)
-    model, accuracy = train(epochs)
+    model, accuracy = train(epochs, seed)
     norm1 = export(model, out / "swin.onnx")
     paths = evaluation_images(out / "images", count)
-    print(f"small Swin, {epochs} epochs: held-out accuracy {accuracy:.3f}; {count} evaluation images")
+    print(f"small Swin, {epochs} epochs, seed {seed}: held-out accuracy {accuracy:.3f}; {count} evaluation images")
     results = {}
     for label, layer in (("auto", "auto"), ("last block's norm1", norm1)):
         model_path = out / f"swin_{len(results)}.onnx"
