@@ -133,9 +133,9 @@ def main(argv: list[str]) -> int:
                 print(f"| {label} | {name} | " + " | ".join(cells) + " |")
     (auto, norm) = results.values()
     for name in METHODS.split(","):
-        wins = {m: int(np.sum(np.array(norm["values"][name][m]) > np.array(auto["values"][name][m])))
-                for m in METRICS}
-        print(f"{name}: images where norm1's value is higher than auto's: {wins} of {count}")
+        wins = {m: f"{int(np.sum(np.array(norm['values'][name][m]) > np.array(auto['values'][name][m])))}"
+                   f" of {len(auto['values'][name][m])}" for m in METRICS}
+        print(f"{name}: images where norm1's value is higher than auto's: {wins}")
     return 0
 
 
