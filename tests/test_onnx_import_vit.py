@@ -116,3 +116,27 @@ def test_a_4d_layout_no_reader_tells_comes_from_the_input_proportions(shape, siz
     from export.onnx_import.head import _layout
 
     assert _layout([], "t", {}, shape, size) == layout
+
+
+SWIN_NORM1 = "/features/features.3/features.3.1/norm1/LayerNormalization_output_0"  # features[-1][-1].norm1
+
+
+def test_swin_auto_takes_the_last_blocks_norm1_and_equals_pytorch_grad_cam(tmp_path):
+    """A tiny torchvision Swin (tests/torch_fixtures/make_swin_fixture.py, its last block shifted): `--layer
+    auto` takes the NHWC map its last windowed attention reads, not the pooled final norm."""
+    output = tmp_path / "swin_gradcam.onnx"
+    code, printed, errors = _import("tiny_swin", output)
+    assert code == 0, errors
+    assert f"layer: {SWIN_NORM1} (8x8x16)" in printed
+    assert "self-check vs the original model" in printed
+    torch_says = dict(np.load(FIXTURES / "tiny_swin.npz"))
+    session = ort.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["onnxcam.layer"] == SWIN_NORM1
+    top = torch_says["top"].astype(np.int64)
+    ours = dict(zip([o.name for o in session.get_outputs()],
+                    session.run(None, {"image": torch_says["images"].astype(np.float32), "class_index": top[:, None]})))
+    assert relative(ours["feature_maps"], torch_says["norm1"]) < 1e-5
+    assert relative(ours["gradients"][:, 0], torch_says["norm1_gradients"]) < 1e-4
+    size = torch_says["images"].shape[1]
+    for mine, theirs in zip(scale_cam_image(scale_cam_image(ours["cam"][:, 0], size)), torch_says["gradcam"], strict=True):
+        assert pearson(mine, theirs) >= 0.999

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import ExportError
 from .graph import Classifier, Head, LinearHead, _shapes, linear_head, producers
-from .tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer
+from .tokens import SUFFIX, add_patch_grid, patch_grid, select_tokens_early, transformer_layer, windowed_layer
 
 POOLS = ("MaxPool", "AveragePool")
 SMALL_CONSTANT = 4096
@@ -44,7 +44,18 @@ def find_head(classifier: Classifier, layer: str) -> LinearHead | GeneralHead:
         head = linear_head(classifier)
     except ExportError:
         return general_head(classifier, layer)
+    if layer == "auto" and any(node.op_type == "Softmax" for node in classifier.model.graph.node) \
+            and _swin_layer(classifier) is not None:  # its last attention's input, not the pooled map
+        return general_head(classifier, layer)
     return head if layer in ("auto", head.target) else general_head(classifier, layer)
+
+
+def _swin_layer(classifier: Classifier) -> str | None:
+    """The NHWC map that the last windowed attention reads (tokens.windowed_layer), else None."""
+    model = classifier.model
+    shapes, floats = _shapes(model), _float_tensors(model)
+    dependent = _image_dependent(model.graph, classifier.input_name)
+    return windowed_layer(model.graph, [tensor for _, tensor in _walk_back(classifier, shapes, floats, dependent)], shapes, dependent, floats)
 
 
 def general_head(classifier: Classifier, layer: str) -> GeneralHead:
@@ -152,10 +163,13 @@ def head_model(classifier: Classifier, head: Head) -> tuple[onnx.ModelProto, lis
     return helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version), inputs
 
 
-def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], dependent: set[str]) -> str:
+def _walk_back(classifier: Classifier, shapes: dict, floats: set[str], dependent: set[str]
+               ) -> list[tuple[onnx.NodeProto, str]]:
+    """(node, the tensor it reads) from the logits back along each node's first image-dependent input,
+    from the global pooling on where there is one."""
     made_by = producers(classifier.model.graph)
     constants = _constants(classifier.model)
-    path = []  # (node, the tensor it reads on the walk), from the logits back
+    path = []
     tensor = classifier.logits
     while (node := made_by.get(tensor)) is not None:
         following = [name for name in node.input if name in dependent and name in floats]
@@ -164,11 +178,17 @@ def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], depende
         tensor = following[0]
         path.append((node, tensor))
     pooling = next((i for i, (node, _) in enumerate(path) if _global_pooling(node, shapes, constants)), None)
-    tokens = transformer_layer(classifier.model.graph, [tensor for _, tensor in path[pooling or 0:]], shapes,
-                               dependent, floats)
+    return path[pooling or 0:]
+
+
+def _auto_target(classifier: Classifier, shapes: dict, floats: set[str], dependent: set[str]) -> str:
+    made_by = producers(classifier.model.graph)
+    constants = _constants(classifier.model)
+    path = _walk_back(classifier, shapes, floats, dependent)
+    tokens = transformer_layer(classifier.model.graph, [tensor for _, tensor in path], shapes, dependent, floats)
     if tokens is not None:
         return tokens
-    for node, tensor in path[pooling or 0:]:
+    for node, tensor in path:
         shape = shapes.get(tensor) or []
         if len(shape) != 4 or None in shape[1:] or tensor not in made_by or made_by[tensor].op_type in POOLS:
             continue

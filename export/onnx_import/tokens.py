@@ -27,6 +27,7 @@ from ..errors import ExportError
 SUFFIX = ":patches"
 MAX_EXTRA = 16  # extra tokens allowed where the grid comes from the input's proportions
 LAYOUT_OPS = ("Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten")
+WINDOW_OPS = (*LAYOUT_OPS, "Pad", "Slice", "Concat")  # Swin's window partition (Concat: its cyclic shift)
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,13 @@ def transformer_layer(graph: onnx.GraphProto, path: list[str], shapes: dict, dep
     """`--layer auto`'s tensor when the first tensor of 3 or more axes on `path` (the walk back from the
     logits) is a token tensor: the input of the last attention, else that token tensor; None: no tokens."""
     first = next((tensor for tensor in path if len(shapes.get(tensor) or []) >= 3), None)
-    if first is None or len(shapes[first]) != 3:
+    if first is None or len(shapes[first]) not in (3, 4):
         return None
     made_by = _producers(graph)
     softmaxes = [node for node in graph.node if node.op_type == "Softmax" and node.input[0] in dependent
                  and len(shapes.get(node.input[0]) or []) >= 3]
+    if len(shapes[first]) == 4:
+        return windowed_layer(graph, path, shapes, dependent, floats)
     if not softmaxes:
         return first
     order = {name: index for index, node in enumerate(graph.node) for name in node.output}
@@ -59,6 +62,28 @@ def transformer_layer(graph: onnx.GraphProto, path: list[str], shapes: dict, dep
              if tensor is not None]
     tokens = max(found, key=lambda name: order.get(name, -1)) if found else first
     return _map_behind(tokens, shapes, made_by)
+
+
+def windowed_layer(graph: onnx.GraphProto, path: list[str], shapes: dict, dependent: set[str],
+                   floats: set[str]) -> str | None:
+    """Swin's `--layer auto`, where the first tensor of 3 or more axes on `path` (the walk back from the
+    logits) is a 4-D map: the NHWC map [N, h, w, C] (the same batch axis) that the query/key projections of
+    the last attention read through a window partition only (`WINDOW_OPS`: pad, cyclic shift as Slice +
+    Concat, reshapes and transposes putting the windows in the batch axis): torchvision's last `norm1`
+    output; None where there is none (a CNN: its pooled map stays the layer)."""
+    first = next((tensor for tensor in path if len(shapes.get(tensor) or []) >= 3), None)
+    softmaxes = [node for node in graph.node if node.op_type == "Softmax" and node.input[0] in dependent
+                 and len(shapes.get(node.input[0]) or []) >= 3]
+    if first is None or len(shapes[first]) != 4 or not softmaxes:
+        return None
+    made_by, found = _producers(graph), []
+    for tensor in _projection_inputs(softmaxes[-1], made_by, dependent, floats):
+        while (node := made_by.get(tensor)) is not None and node.op_type in WINDOW_OPS:
+            tensor = node.input[0]
+        dims = shapes.get(tensor) or []
+        if len(dims) == 4 and dims[0] == shapes[first][0] and None not in dims[1:]:
+            found.append(tensor)
+    return found[-1] if found and len(set(found)) == 1 else None
 
 
 def _map_behind(tokens: str, shapes: dict, made_by: dict) -> str:
