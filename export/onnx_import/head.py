@@ -8,7 +8,8 @@ downstream of a global pooling (GlobalAveragePool/GlobalMaxPool, ReduceMean/Redu
 axes, a MaxPool/AveragePool with a 1x1 output) is a candidate: where the path has one, the walk starts
 from the input of the last one (a pooled vector transposed to 1x768x1, ConvNeXt-style, is not a map).
 Its layout is NHWC when the head reads it with ReduceMean over axes 1, 2 or a Transpose(0, 3, 1, 2),
-else NCHW."""
+else NCHW. A Swin (the last attention reads a 4-D NHWC map through a window partition only): that map,
+the last block's norm1 (`tokens.windowed_layer`), even where the closed-form head would apply."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def _swin_layer(classifier: Classifier) -> str | None:
     model = classifier.model
     shapes, floats = _shapes(model), _float_tensors(model)
     dependent = _image_dependent(model.graph, classifier.input_name)
-    return windowed_layer(model.graph, [tensor for _, tensor in _walk_back(classifier, shapes, floats, dependent)], shapes, dependent, floats)
+    path = [tensor for _, tensor in _walk_back(classifier, shapes, floats, dependent)]
+    return windowed_layer(model.graph, path, shapes, dependent, floats)
 
 
 def general_head(classifier: Classifier, layer: str) -> GeneralHead:

@@ -12,7 +12,9 @@ a tensor of the graph that the general head differentiates like any NHWC map.
 4-D map): the input of the last attention (the tensor its query/key/value projections read), as
 pytorch-grad-cam's `blocks[-1].norm1`: after the last attention, a class-token model's patch tokens reach
 the logits only through the class token, and their gradients are all 0. There, `select_tokens_early` has
-the per-token ops (last MLP, final norm) run on the selected class tokens only."""
+the per-token ops (last MLP, final norm) run on the selected class tokens only. In a Swin (the walk meets
+the pooled 4-D map first) it is the NHWC map the last windowed attention reads, its last block's norm1
+(`windowed_layer`): measured more faithful than the pooled final norm (docs/vit.md)."""
 
 from __future__ import annotations
 
@@ -76,12 +78,15 @@ def windowed_layer(graph: onnx.GraphProto, path: list[str], shapes: dict, depend
                  and len(shapes.get(node.input[0]) or []) >= 3]
     if first is None or len(shapes[first]) != 4 or not softmaxes:
         return None
-    made_by, found = _producers(graph), []
+    made_by, found, batch = _producers(graph), [], shapes[first][0]
     for tensor in _projection_inputs(softmaxes[-1], made_by, dependent, floats):
+        windows = shapes.get(tensor) or []  # [N·windows, tokens, C] (MaxViT's [N, windows, tokens, C]: no map)
+        if len(windows) != 3:
+            continue
         while (node := made_by.get(tensor)) is not None and node.op_type in WINDOW_OPS:
             tensor = node.input[0]
         dims = shapes.get(tensor) or []
-        if len(dims) == 4 and dims[0] == shapes[first][0] and None not in dims[1:]:
+        if len(dims) == 4 and dims[0] == batch and None not in dims[1:] and dims[3] == windows[2]:
             found.append(tensor)
     return found[-1] if found and len(set(found)) == 1 else None
 

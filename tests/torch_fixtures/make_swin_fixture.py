@@ -1,6 +1,6 @@
 """Writes the Swin fixture of tests/test_onnx_import_vit.py: a tiny torchvision `SwinTransformer` (patch 4,
-embed 8, depths (1, 2), heads (1, 2), window 4, MLP ratio 2, 64x64 input: stage 2 is 8x8, 4 windows, its last block
-shifted), seeded random weights, exported by `torch.onnx.export` (legacy exporter, opset 17, dynamic
+embed 8, depths (1, 2), heads (1, 2), window 4, MLP ratio 2, 64x64 input: stage 2 is 8x8, 4 windows, its
+last block shifted), seeded random weights, exported by `torch.onnx.export` (legacy exporter, opset 17, dynamic
 batch), and what torch autograd and pytorch-grad-cam give for it on 4 images at its documented Swin layer
 `features[-1][-1].norm1` (the last block's attention input). CI has no torch; the test imports the
 committed .onnx and compares with the committed .npz.
@@ -31,8 +31,8 @@ CLASSES = 10
 
 
 def tiny_swin() -> SwinTransformer:
-    return SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=[4, 4], mlp_ratio=2.0,
-                           stochastic_depth_prob=0.0, num_classes=CLASSES).eval()
+    return SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 2], num_heads=[1, 2], window_size=[4, 4],
+                           mlp_ratio=2.0, stochastic_depth_prob=0.0, num_classes=CLASSES).eval()
 
 
 def main() -> None:
