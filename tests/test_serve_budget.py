@@ -80,7 +80,8 @@ def test_item_2_slow_headers_are_dropped_and_held_bodies_are_bounded(model_path)
 
 def test_item_3_timed_out_work_stops_and_sigterm_is_prompt(slow_model_path):
     image = red_blob_png()
-    with server_process(slow_model_path, "--timeout-s", "1", "--max-batch-size", "1") as (process, url):
+    with server_process(slow_model_path, "--timeout-s", "0.3", "--max-batch-size", "1") as (process, url):
+        # each request is ~24 model runs of ~10 GFLOP: about 1 s on a quiet 2-core VM, so 0.3 s expires
         statuses = []
 
         def heavy() -> None:
