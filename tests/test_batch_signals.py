@@ -17,6 +17,8 @@ pytest.importorskip("ray")
 
 from tests.test_batch_inputs import model_and_images  # noqa: E402
 
+RAY_TEMP = os.environ.get("RAY_TMPDIR", "/tmp") + "/ray"  # where ray.init makes its session folders
+
 IMAGES = 120
 
 
@@ -57,7 +59,15 @@ def test_sigterm_while_ray_starts_is_143_too(tmp_path):
     model, images = model_and_images(tmp_path, 4)
     job = subprocess.Popen([sys.executable, "-m", "runtime.batch", str(images), "--model", str(model),
                             "--output", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4)  # the model is loaded and Ray is starting (it takes 10 s or more here)
+    # SIGTERM once ray.init has begun starting the node (its session folder appears; starting the
+    # GCS and the raylet takes seconds more): a fixed sleep sometimes landed later, in the driver's
+    # core-worker start, where Ray's C++ failure-signal handler aborts the process (exit -6) before
+    # Python sees the signal, a window of Ray's that onnxcam cannot close.
+    started = time.time()
+    for _ in range(300):
+        if any(session.stat().st_mtime > started for session in Path(RAY_TEMP).glob("session_2*")):
+            break
+        time.sleep(0.05)
     job.send_signal(signal.SIGTERM)
     _, stderr = job.communicate(timeout=60)
     assert job.returncode == 143
